@@ -1,0 +1,41 @@
+# flowgpu: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS ?= dev,images,etl
+
+.PHONY: demo test test-cpu test-sim gpu-check bench soak lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/flowgpu demo
+
+test: test-cpu test-sim
+
+test-cpu: $(STAMP)
+	$(PY) -m pytest -q
+
+# The CUDA simulator must be on before numba is imported: its own process.
+test-sim: $(STAMP)
+	NUMBA_ENABLE_CUDASIM=1 $(PY) -m pytest -q tests/sim
+
+# On a machine with an NVIDIA GPU (install the gpu-cu12 or gpu-cu13 extra):
+# the real-GPU tests, then the GPU benchmarks, with a short table last.
+gpu-check: $(STAMP)
+	$(PY) -m pytest -q -m gpu tests/gpu
+	$(PY) benchmarks/gpu_check.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/channel_bench.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check flowgpu kernels graphs tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info demo-out

@@ -1,0 +1,294 @@
+"""Host stages: the loop each worker thread runs, and the error policy.
+
+A :class:`StageRun` is one stage's state for one run: its intakes, its
+outlet, its workers' counters and, for ordered stages with several workers,
+its reorder buffer. Each worker thread calls :meth:`StageRun.work`; the last
+worker to finish closes the stage's outlet, which closes the consumers' ports
+once their other writers are done too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..channel import ChannelClosed
+from ..context import Context
+from ..errors import Cancelled, StageError
+from ..graph import StageSpec
+from ..report import WorkerStats
+from .flow import Intake, Outlet, ReorderBuffer
+
+__all__ = ["StageRun", "Hooks"]
+
+_clock = time.perf_counter
+
+
+class Hooks:
+    """Called by every worker thread; each defaults to nothing.
+
+    ``worker_start(stage, worker_index) -> cpus or None`` runs first in the
+    worker's own thread (pinning lives there); ``to_host(item)`` turns an item
+    leaving the run through a host ``collect`` into a host value.
+    """
+
+    def worker_start(self, stage: StageRun, worker: int) -> frozenset[int] | None:
+        return None
+
+    def to_host(self, item: Any) -> Any:
+        return item
+
+
+class StageRun:
+    """One stage, for one run."""
+
+    def __init__(self, spec: StageSpec, ctx: Context, intakes: list[Intake],
+                 outlet: Outlet | None, invoke: Callable[[Any], Any] | None,
+                 dead_letters: list[StageError], hooks: Hooks, device: str = "cpu") -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.kind = spec.kind
+        self.ctx = ctx
+        self.intakes = intakes
+        self.outlet = outlet
+        self.invoke = invoke
+        self.device = device
+        self.hooks = hooks
+        self.dead_letters = dead_letters
+        self.workers = spec.workers
+        self.stats = [WorkerStats() for _ in range(spec.workers)]
+        self.collected: list[Any] = []
+        self.started = self.ended = 0.0
+        self._alive = spec.workers
+        self._lock = threading.Lock()  # guards _alive; nobody waits on it
+        self.reorder: ReorderBuffer | None = None
+        if spec.ordered and spec.workers > 1 and outlet is not None:
+            self.reorder = ReorderBuffer(outlet.send, intakes[0].release)
+
+    # -- the thread's entry point ------------------------------------------------
+    def work(self, worker: int) -> None:
+        st = self.stats[worker]
+        with self._lock:
+            if not self.started:
+                self.started = _clock()
+        try:
+            st.cpus = self.hooks.worker_start(self, worker)
+            loop = _LOOPS[self.kind]
+            loop(self, st)
+        finally:
+            with self._lock:
+                self._alive -= 1
+                last = self._alive == 0
+                if last:
+                    self.ended = _clock()
+            if last and self.outlet is not None:
+                self.outlet.done()
+
+    # -- the error policy ----------------------------------------------------------
+    def apply(self, seq: int, item: Any, st: WorkerStats) -> list[Any]:
+        """Run the stage function on one item; the outputs as a list.
+
+        ``on_error="raise"`` raises StageError; ``"skip"`` records it in the
+        dead letters and returns no output; ``"retry"`` calls again after
+        ``backoff * 2**k`` seconds (waiting on the run's context, so a cancel
+        cuts it short), then raises like ``"raise"``.
+        """
+        spec = self.spec
+        kind = self.kind
+        fn = self.invoke
+        attempt = 0
+        while True:
+            try:
+                if kind == "map":
+                    return [fn(item)]
+                if kind == "filter":
+                    return [item] if fn(item) else []
+                if kind == "flat_map":
+                    return list(fn(item))
+                if kind == "unbatch":
+                    return list(item)
+                fn(item)  # sink
+                return []
+            except Exception as exc:
+                if isinstance(exc, Cancelled) and self.ctx.err is not None:
+                    raise  # the run is ending; not this item's fault
+                if spec.on_error == "retry" and attempt < spec.retries:
+                    attempt += 1
+                    if self.ctx.done.wait(spec.backoff * 2 ** (attempt - 1)):
+                        self.ctx.check()
+                    continue
+                err = StageError(self.name, seq, item, cause=exc, fn=self._replay_fn())
+                if spec.on_error == "skip":
+                    st.errors += 1
+                    self.dead_letters.append(err)
+                    return []
+                raise err from exc
+
+    def _replay_fn(self) -> Callable[[Any], Any]:
+        fn = self.invoke
+        if self.kind == "flat_map":
+            return lambda item: list(fn(item))
+        if self.kind == "unbatch":
+            return list
+        return fn
+
+
+def _map_loop(stage: StageRun, st: WorkerStats) -> None:
+    """map, flat_map, filter, unbatch and sink: take, apply, emit."""
+    intake = stage.intakes[0]
+    outlet = stage.outlet
+    reorder = stage.reorder
+    release = intake.release
+    apply = stage.apply
+    while True:
+        t0 = _clock()
+        try:
+            seq, item = intake.take()
+        except ChannelClosed:
+            return
+        t1 = _clock()
+        st.starved_s += t1 - t0
+        st.items_in += 1
+        outs = apply(seq, item, st)
+        t2 = _clock()
+        st.busy_s += t2 - t1
+        st.items_out += len(outs)
+        if reorder is not None:
+            reorder.put(seq, outs)
+        else:
+            if outlet is not None:
+                for out in outs:
+                    outlet.send(out)
+            release()
+        st.blocked_s += _clock() - t2
+
+
+def _source_loop(stage: StageRun, st: WorkerStats) -> None:
+    spec = stage.spec
+    outlet = stage.outlet
+    index = 0
+    it = None
+    try:
+        try:
+            items = spec.fn() if callable(spec.fn) else spec.fn
+            it = iter(items)
+        except Exception as exc:
+            raise StageError(stage.name, None, cause=exc, has_item=False) from exc
+        while True:
+            t0 = _clock()
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                if isinstance(exc, Cancelled) and stage.ctx.err is not None:
+                    raise
+                raise StageError(stage.name, index, cause=exc, has_item=False) from exc
+            t1 = _clock()
+            st.busy_s += t1 - t0
+            outlet.send(item)
+            st.blocked_s += _clock() - t1
+            index += 1
+            st.items_out = index
+    finally:
+        # Close the generator here, in the thread that ran it, so that its
+        # `finally` runs now, whatever ended the loop.
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+def _batch_loop(stage: StageRun, st: WorkerStats) -> None:
+    intake = stage.intakes[0]
+    outlet = stage.outlet
+    size = stage.spec.extra["size"]
+    buf: list[Any] = []
+    while True:
+        t0 = _clock()
+        try:
+            _, item = intake.take()
+        except ChannelClosed:
+            break
+        st.starved_s += _clock() - t0
+        st.items_in += 1
+        buf.append(item)
+        if len(buf) == size:
+            t1 = _clock()
+            outlet.send(buf)
+            st.blocked_s += _clock() - t1
+            st.items_out += 1
+            buf = []
+    if buf:
+        outlet.send(buf)
+        st.items_out += 1
+
+
+def _zip_loop(stage: StageRun, st: WorkerStats) -> None:
+    intakes = stage.intakes
+    outlet = stage.outlet
+    names = [", ".join(s.producers) for s in stage.spec.inputs]
+    row = 0
+    while True:
+        t0 = _clock()
+        items = []
+        for k, intake in enumerate(intakes):
+            try:
+                items.append(intake.take()[1])
+            except ChannelClosed:
+                if k == 0:
+                    _check_all_ended(stage, intakes, names, row)
+                    return
+                raise StageError(stage.name, row, cause=ValueError(
+                    f"input {k} ({names[k]}) ended after {row} items while input 0 "
+                    f"({names[0]}) had more"), has_item=False) from None
+        st.starved_s += _clock() - t0
+        st.items_in += len(items)
+        t1 = _clock()
+        outlet.send(tuple(items))
+        st.blocked_s += _clock() - t1
+        st.items_out += 1
+        row += 1
+
+
+def _check_all_ended(stage: StageRun, intakes: list[Intake], names: list[str], row: int) -> None:
+    for k in range(1, len(intakes)):
+        try:
+            intakes[k].take()
+        except ChannelClosed:
+            continue
+        raise StageError(stage.name, row, cause=ValueError(
+            f"input 0 ({names[0]}) ended after {row} items while input {k} "
+            f"({names[k]}) had more"), has_item=False)
+
+
+def _collect_loop(stage: StageRun, st: WorkerStats) -> None:
+    intake = stage.intakes[0]
+    out = stage.collected
+    keep_on_device = stage.spec.extra.get("on") == "device"
+    to_host = stage.hooks.to_host
+    while True:
+        t0 = _clock()
+        try:
+            _, item = intake.take()
+        except ChannelClosed:
+            return
+        t1 = _clock()
+        st.starved_s += t1 - t0
+        st.items_in += 1
+        out.append(item if keep_on_device else to_host(item))
+        st.busy_s += _clock() - t1
+
+
+_LOOPS: dict[str, Callable[[StageRun, WorkerStats], None]] = {
+    "source": _source_loop,
+    "map": _map_loop,
+    "flat_map": _map_loop,
+    "filter": _map_loop,
+    "unbatch": _map_loop,
+    "sink": _map_loop,
+    "batch": _batch_loop,
+    "zip": _zip_loop,
+    "collect": _collect_loop,
+}

@@ -18,6 +18,7 @@ __all__ = [
     "Timeout",
     "ChannelClosed",
     "KernelError",
+    "StageKernelError",
     "DeviceUnavailable",
     "summarize",
 ]
@@ -161,6 +162,16 @@ class KernelError(FlowError):
             prefix.append(f"on {device}")
         super().__init__(f"{', '.join(prefix)}: {message}" if prefix else message)
         self.kernel, self.stage, self.device = kernel, stage, device
+
+
+class StageKernelError(StageError, KernelError):
+    """A numeric stage's kernel failed: both a StageError (stage, item) and a
+    KernelError (kernel, device); the kernel's error is ``__cause__``."""
+
+    def __init__(self, stage: str, item_index: int | None, item: Any = None, *,
+                 cause: KernelError, fn: Callable[[Any], Any] | None = None):
+        StageError.__init__(self, stage, item_index, item, cause=cause, fn=fn)
+        self.kernel, self.device = cause.kernel, cause.device
 
 
 class DeviceUnavailable(FlowError):

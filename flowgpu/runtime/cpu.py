@@ -16,7 +16,7 @@ from typing import Any
 
 from ..channel import ChannelClosed
 from ..context import Context
-from ..errors import Cancelled, StageError
+from ..errors import Cancelled, KernelError, StageError, StageKernelError
 from ..graph import StageSpec
 from ..report import WorkerStats
 from .flow import Intake, Outlet, ReorderBuffer
@@ -30,14 +30,14 @@ class Hooks:
     """Called by every worker thread; each defaults to nothing.
 
     ``worker_start(stage, worker_index) -> cpus or None`` runs first in the
-    worker's own thread (pinning lives there); ``to_host(item)`` turns an item
-    leaving the run through a host ``collect`` into a host value.
+    worker's own thread (pinning lives there); ``collected_value(item)`` is what
+    a ``collect`` keeps of an item (a device collect unwraps device items).
     """
 
     def worker_start(self, stage: StageRun, worker: int) -> frozenset[int] | None:
         return None
 
-    def to_host(self, item: Any) -> Any:
+    def collected_value(self, item: Any) -> Any:
         return item
 
 
@@ -119,7 +119,8 @@ class StageRun:
                     if self.ctx.done.wait(spec.backoff * 2 ** (attempt - 1)):
                         self.ctx.check()
                     continue
-                err = StageError(self.name, seq, item, cause=exc, fn=self._replay_fn())
+                cls = StageKernelError if isinstance(exc, KernelError) else StageError
+                err = cls(self.name, seq, item, cause=exc, fn=self._replay_fn())
                 if spec.on_error == "skip":
                     st.errors += 1
                     self.dead_letters.append(err)
@@ -266,8 +267,7 @@ def _check_all_ended(stage: StageRun, intakes: list[Intake], names: list[str], r
 def _collect_loop(stage: StageRun, st: WorkerStats) -> None:
     intake = stage.intakes[0]
     out = stage.collected
-    keep_on_device = stage.spec.extra.get("on") == "device"
-    to_host = stage.hooks.to_host
+    finish = stage.hooks.collected_value
     while True:
         t0 = _clock()
         try:
@@ -277,7 +277,7 @@ def _collect_loop(stage: StageRun, st: WorkerStats) -> None:
         t1 = _clock()
         st.starved_s += t1 - t0
         st.items_in += 1
-        out.append(item if keep_on_device else to_host(item))
+        out.append(finish(item))
         st.busy_s += _clock() - t1
 
 

@@ -11,57 +11,73 @@ thread has returned and every device resource is released.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
-
-import networkx as nx
 
 from ..channel import Channel
 from ..context import Context
 from ..errors import FlowError, GraphError, StageError
-from ..graph import Graph, StageSpec
+from ..graph import Graph
 from ..report import RunReport, StageStats
 from ..taskgroup import TaskGroup
-from .cpu import Hooks, StageRun
+from .cpu import StageRun
 from .flow import Intake, Outlet, Port
+from .hooks import RunHooks
+from .plan import Plan, PlanNode, cpu_invoke, make_plan
 
 __all__ = ["run"]
 
 
 def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
-        ctx: Context | None = None) -> RunReport:
+        ctx: Context | None = None, fuse: bool = True, pin: str | None = None,
+        max_buffers: int = 6) -> RunReport:
     """Execute ``graph`` and return its :class:`RunReport`.
 
-    Blocks until the run ends. ``timeout`` (seconds) is a deadline for the
-    whole run; ``ctx`` a context whose cancellation cancels the run. Raises
-    :class:`GraphError` before starting anything when the graph is invalid,
-    :class:`StageError` for the first stage failure under ``on_error="raise"``,
-    :class:`Cancelled` / :class:`DeadlineExceeded` when the run was cancelled
-    or ran out of time, and re-raises ``KeyboardInterrupt`` after stopping
-    every worker. A raised :class:`FlowError` carries the partial report as
-    ``error.report`` (what was collected and skipped before the end).
+    Blocks until the run ends.
+
+    - ``device``: where numeric stages run unless they say otherwise:
+      ``"auto"`` (the GPU when present; ``FLOWGPU_DEVICE`` decides what auto
+      means), ``"cpu"`` or ``"gpu"`` (:class:`DeviceUnavailable` without one).
+    - ``timeout``: a deadline for the whole run, in seconds.
+    - ``ctx``: a :class:`Context` whose cancellation cancels the run.
+    - ``fuse``: compile consecutive ``@elementwise`` stages into one kernel.
+    - ``pin``: ``"none"``, ``"gpu-local"``, ``"spread"`` or ``"compact"``:
+      which CPUs each stage's worker threads run on (stages' ``cpus=``
+      always apply).
+    - ``max_buffers``: pinned host buffers for GPU transfers (bounds the
+      items in flight between upload and download).
+
+    Raises :class:`GraphError` or :class:`DeviceUnavailable` before starting
+    anything when the graph cannot run; :class:`StageError` for the first
+    stage failure under ``on_error="raise"`` (a :class:`KernelError` too when
+    a kernel failed); :class:`Cancelled` / :class:`DeadlineExceeded` when the
+    run was cancelled or ran out of time; and re-raises ``KeyboardInterrupt``
+    after stopping every worker. A raised :class:`FlowError` carries the
+    partial report as ``error.report``: what was collected and skipped
+    before the end is not lost.
     """
     nxg = graph.validate()
-    order = list(nx.topological_sort(nxg))
+    plan = make_plan(graph, nxg, device, fuse)
+    hooks = RunHooks(plan, pin, max_buffers)  # pinning plan: GraphError before any thread
     _check_sources(graph)
     run_ctx = Context(timeout, parent=ctx, name=graph.name)
     dead_letters: list[StageError] = []
-    hooks = Hooks()
     # The stages work under the group's context, which the first failure cancels.
     group = TaskGroup(run_ctx, name=graph.name)
-    stages = _wire(graph, order, group.ctx, dead_letters, hooks)
     start = time.perf_counter()
+    stages: dict[str, StageRun] = {}
     try:
+        stages = _wire(plan, group.ctx, dead_letters, hooks)
         with group as tg:
             for stage in stages.values():
                 for w in range(stage.workers):
                     tg.go(stage.work, w, name=f"{stage.name}#{w}")
     except FlowError as exc:
-        exc.report = _report(graph, stages, dead_letters, time.perf_counter() - start, device)
+        exc.report = _report(plan, stages, dead_letters, time.perf_counter() - start, hooks)
         raise
     finally:
         run_ctx.cancel("run ended")
-    return _report(graph, stages, dead_letters, time.perf_counter() - start, device)
+        hooks.close()
+    return _report(plan, stages, dead_letters, time.perf_counter() - start, hooks)
 
 
 def _check_sources(graph: Graph) -> None:
@@ -78,39 +94,41 @@ def _check_sources(graph: Graph) -> None:
             spec.extra["consumed"] = True
 
 
-def _wire(graph: Graph, order: list[str], ctx: Context, dead_letters: list[StageError],
-          hooks: Hooks) -> dict[str, StageRun]:
-    """Make this run's channels and stage states, consumers' ports first."""
-    specs = graph._stages
-    ports: dict[str, list[Port]] = {name: [] for name in order}  # producer -> its consumers' ports
+def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
+          hooks: RunHooks) -> dict[str, StageRun]:
+    """Make this run's channels and stage states."""
+    nodes = plan.nodes
+    ports: dict[str, list[Port]] = {name: [] for name in nodes}  # producer -> consumers' ports
     intakes: dict[str, list[Intake]] = {}
-    for name in order:
-        spec = specs[name]
-        needs_window = spec.ordered and spec.workers > 1 and spec.kind not in ("sink", "collect")
+    for name, node in nodes.items():
+        spec = node.spec
+        needs_window = spec.ordered and spec.workers > 1 and node.kind not in ("sink", "collect")
         stage_intakes = []
-        for port_index, stream in enumerate(spec.inputs):
-            ch: Channel = Channel(spec.capacity, name=f"{name}[{port_index}]")
-            port = Port(ch, writers=len(stream.producers))
-            for producer in stream.producers:
+        for k, producers in enumerate(node.inputs):
+            ch: Channel = Channel(spec.capacity, name=f"{name}[{k}]")
+            port = Port(ch, writers=len(producers))
+            for producer in producers:
                 ports[producer].append(port)
-            window = 2 * spec.workers if needs_window else None
-            stage_intakes.append(Intake(ch, ctx, window))
+            stage_intakes.append(Intake(ch, ctx, 2 * spec.workers if needs_window else None))
         intakes[name] = stage_intakes
     stages: dict[str, StageRun] = {}
-    for name in order:
-        spec = specs[name]
+    for name, node in nodes.items():
         outlet = Outlet(ports[name], ctx) if ports[name] else None
-        stages[name] = StageRun(spec, ctx, intakes[name], outlet, _invoke(spec), dead_letters,
-                                hooks)
+        stages[name] = StageRun(node.spec, ctx, intakes[name], outlet, _invoke(node, hooks, ctx),
+                                dead_letters, hooks, device=node.device)
     return stages
 
 
-def _invoke(spec: StageSpec) -> Any:
-    return spec.fn
+def _invoke(node: PlanNode, hooks: RunHooks, ctx: Context) -> Any:
+    if node.role != "stage" or (node.device == "gpu" and node.ops):
+        return hooks.gpu_invoke(node, ctx)
+    if node.ops:
+        return cpu_invoke(node)
+    return node.spec.fn
 
 
-def _report(graph: Graph, stages: dict[str, StageRun], dead_letters: list[StageError],
-            duration: float, device: str) -> RunReport:
+def _report(plan: Plan, stages: dict[str, StageRun], dead_letters: list[StageError],
+            duration: float, hooks: RunHooks) -> RunReport:
     stats: dict[str, StageStats] = {}
     collected: dict[str, list[Any]] = {}
     for name, stage in stages.items():
@@ -121,8 +139,9 @@ def _report(graph: Graph, stages: dict[str, StageRun], dead_letters: list[StageE
         stats[name] = s
         if stage.kind == "collect":
             collected[stage.spec.extra["key"]] = stage.collected
-    return RunReport(graph.name, collected, stats, list(dead_letters), duration, device)
-
-
-def iter_stages(stages: dict[str, StageRun]) -> Iterator[StageRun]:
-    return iter(stages.values())
+    devices = sorted({n.device for n in plan.nodes.values() if n.ops or n.role != "stage"})
+    report = RunReport(plan.graph.name, collected, stats, list(dead_letters), duration,
+                       "+".join(devices) if devices else "cpu")
+    report.fused = list(plan.fused_groups)
+    report.pinning = hooks.pin_plan
+    return report

@@ -171,6 +171,8 @@ class StageKernelError(StageError, KernelError):
     def __init__(self, stage: str, item_index: int | None, item: Any = None, *,
                  cause: KernelError, fn: Callable[[Any], Any] | None = None):
         StageError.__init__(self, stage, item_index, item, cause=cause, fn=fn)
+        # KernelError.__init__ (reached through StageError's super()) reset these
+        self.stage = stage
         self.kernel, self.device = cause.kernel, cause.device
 
 

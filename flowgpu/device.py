@@ -35,7 +35,8 @@ def gpu_status() -> tuple[bool, str]:
     try:
         from numba import cuda
     except Exception as exc:  # numba-cuda missing or broken
-        return False, f"numba.cuda cannot be imported ({exc}); install flowgpu[gpu-cu12] or [gpu-cu13]"
+        return False, (f"numba.cuda cannot be imported ({exc}); "
+                       "install flowgpu[gpu-cu12] or flowgpu[gpu-cu13]")
     if is_simulator():
         return True, "CUDA simulator (NUMBA_ENABLE_CUDASIM=1)"
     try:

@@ -7,7 +7,8 @@ Errors carry their context as attributes (``stage``, ``item_index``,
 from __future__ import annotations
 
 import reprlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "FlowError",

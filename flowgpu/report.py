@@ -18,7 +18,7 @@ class WorkerStats:
     """
 
     __slots__ = ("items_in", "items_out", "errors", "busy_s", "starved_s", "blocked_s",
-                 "cpus")
+                 "cpus", "spans", "thread_id")
 
     def __init__(self) -> None:
         self.items_in = 0
@@ -28,6 +28,9 @@ class WorkerStats:
         self.starved_s = 0.0
         self.blocked_s = 0.0
         self.cpus: frozenset[int] | None = None
+        #: (item index, start, end) per item on perf_counter's clock, when tracing
+        self.spans: list[tuple[int, float, float]] | None = None
+        self.thread_id: int | None = None
 
 
 @dataclasses.dataclass
@@ -84,6 +87,9 @@ class RunReport:
         self.errors = errors
         self.duration_s = duration_s
         self.device = device
+        self.fused: list[tuple[str, ...]] = []  # stage groups compiled into one kernel
+        self.pinning: Any = None  # the PinPlan, when threads were pinned
+        self.notes: list[str] = []  # what observers (the stall watchdog...) noticed
 
     def __getitem__(self, name: str) -> list[Any]:
         try:

@@ -46,7 +46,8 @@ class StageRun:
 
     def __init__(self, spec: StageSpec, ctx: Context, intakes: list[Intake],
                  outlet: Outlet | None, invoke: Callable[[Any], Any] | None,
-                 dead_letters: list[StageError], hooks: Hooks, device: str = "cpu") -> None:
+                 dead_letters: list[StageError], hooks: Hooks, device: str = "cpu",
+                 trace: bool = False, on_end: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.kind = spec.kind
@@ -59,6 +60,10 @@ class StageRun:
         self.dead_letters = dead_letters
         self.workers = spec.workers
         self.stats = [WorkerStats() for _ in range(spec.workers)]
+        if trace:
+            for st in self.stats:
+                st.spans = []
+        self._on_end = on_end
         self.collected: list[Any] = []
         self.started = self.ended = 0.0
         self._alive = spec.workers
@@ -70,6 +75,7 @@ class StageRun:
     # -- the thread's entry point ------------------------------------------------
     def work(self, worker: int) -> None:
         st = self.stats[worker]
+        st.thread_id = threading.get_ident()
         with self._lock:
             if not self.started:
                 self.started = _clock()
@@ -85,6 +91,8 @@ class StageRun:
                     self.ended = _clock()
             if last and self.outlet is not None:
                 self.outlet.done()
+            if last and self._on_end is not None:
+                self._on_end()
 
     # -- the error policy ----------------------------------------------------------
     def apply(self, seq: int, item: Any, st: WorkerStats) -> list[Any]:
@@ -143,6 +151,7 @@ def _map_loop(stage: StageRun, st: WorkerStats) -> None:
     reorder = stage.reorder
     release = intake.release
     apply = stage.apply
+    spans = st.spans
     while True:
         t0 = _clock()
         try:
@@ -155,6 +164,8 @@ def _map_loop(stage: StageRun, st: WorkerStats) -> None:
         outs = apply(seq, item, st)
         t2 = _clock()
         st.busy_s += t2 - t1
+        if spans is not None:
+            spans.append((seq, t1, t2))
         st.items_out += len(outs)
         if reorder is not None:
             reorder.put(seq, outs)
@@ -189,6 +200,8 @@ def _source_loop(stage: StageRun, st: WorkerStats) -> None:
                 raise StageError(stage.name, index, cause=exc, has_item=False) from exc
             t1 = _clock()
             st.busy_s += t1 - t0
+            if st.spans is not None:
+                st.spans.append((index, t0, t1))
             outlet.send(item)
             st.blocked_s += _clock() - t1
             index += 1

@@ -10,7 +10,9 @@ thread has returned and every device resource is released.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ..channel import Channel
@@ -22,6 +24,7 @@ from ..taskgroup import TaskGroup
 from .cpu import StageRun
 from .flow import Intake, Outlet, Port
 from .hooks import RunHooks
+from .observe import Observer, RunView, monitor
 from .plan import Plan, PlanNode, cpu_invoke, make_plan
 
 __all__ = ["run"]
@@ -29,7 +32,7 @@ __all__ = ["run"]
 
 def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
         ctx: Context | None = None, fuse: bool = True, pin: str | None = None,
-        max_buffers: int = 6) -> RunReport:
+        max_buffers: int = 6, observers: Sequence[Observer] = ()) -> RunReport:
     """Execute ``graph`` and return its :class:`RunReport`.
 
     Blocks until the run ends.
@@ -45,6 +48,8 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
       always apply).
     - ``max_buffers``: pinned host buffers for GPU transfers (bounds the
       items in flight between upload and download).
+    - ``observers``: :class:`~flowgpu.runtime.observe.Observer` objects that
+      watch the run (progress, traces, live status...).
 
     Raises :class:`GraphError` or :class:`DeviceUnavailable` before starting
     anything when the graph cannot run; :class:`StageError` for the first
@@ -65,19 +70,56 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
     group = TaskGroup(run_ctx, name=graph.name)
     start = time.perf_counter()
     stages: dict[str, StageRun] = {}
+    view: RunView | None = None
+    report: RunReport | None = None
+    error: BaseException | None = None
     try:
-        stages = _wire(plan, group.ctx, dead_letters, hooks)
+        trace = any(getattr(o, "wants_spans", False) for o in observers)
+        stages = _wire(plan, group.ctx, dead_letters, hooks, trace)
+        view = RunView(plan, stages, group.ctx)
+        _count_down(stages, view.finished)
+        for o in observers:
+            o.on_start(view)
         with group as tg:
+            if any(o.interval for o in observers):
+                tg.go(monitor, view, observers, name="monitor")
             for stage in stages.values():
                 for w in range(stage.workers):
                     tg.go(stage.work, w, name=f"{stage.name}#{w}")
-    except FlowError as exc:
-        exc.report = _report(plan, stages, dead_letters, time.perf_counter() - start, hooks)
+    except BaseException as exc:
+        error = exc
+        if isinstance(exc, FlowError):
+            exc.report = _report(plan, stages, dead_letters, time.perf_counter() - start, hooks)
         raise
     finally:
         run_ctx.cancel("run ended")
         hooks.close()
-    return _report(plan, stages, dead_letters, time.perf_counter() - start, hooks)
+        if view is not None:
+            view.finished.set()
+            if error is None:
+                report = _report(plan, stages, dead_letters, time.perf_counter() - start, hooks)
+                report.notes = view.notes
+            else:
+                report = getattr(error, "report", None)
+            for o in observers:
+                o.on_end(view, report, error)
+    return report
+
+
+def _count_down(stages: dict[str, StageRun], finished: threading.Event) -> None:
+    """Set ``finished`` when the last worker of the last stage has returned."""
+    lock = threading.Lock()  # guards left; nobody waits on it
+    left = [len(stages)]
+
+    def stage_ended() -> None:
+        with lock:
+            left[0] -= 1
+            done = left[0] == 0
+        if done:
+            finished.set()
+
+    for stage in stages.values():
+        stage._on_end = stage_ended
 
 
 def _check_sources(graph: Graph) -> None:
@@ -95,7 +137,7 @@ def _check_sources(graph: Graph) -> None:
 
 
 def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
-          hooks: RunHooks) -> dict[str, StageRun]:
+          hooks: RunHooks, trace: bool = False) -> dict[str, StageRun]:
     """Make this run's channels and stage states."""
     nodes = plan.nodes
     ports: dict[str, list[Port]] = {name: [] for name in nodes}  # producer -> consumers' ports
@@ -115,7 +157,7 @@ def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
     for name, node in nodes.items():
         outlet = Outlet(ports[name], ctx) if ports[name] else None
         stages[name] = StageRun(node.spec, ctx, intakes[name], outlet, _invoke(node, hooks, ctx),
-                                dead_letters, hooks, device=node.device)
+                                dead_letters, hooks, device=node.device, trace=trace)
     return stages
 
 

@@ -18,7 +18,8 @@ class WorkerStats:
     """
 
     __slots__ = ("items_in", "items_out", "errors", "busy_s", "starved_s", "blocked_s",
-                 "cpus", "spans", "thread_id")
+                 "cpus", "spans", "thread_id", "takes", "depth_sum", "depth_max",
+                 "bytes_in", "bytes_out")
 
     def __init__(self) -> None:
         self.items_in = 0
@@ -31,6 +32,13 @@ class WorkerStats:
         #: (item index, start, end) per item on perf_counter's clock, when tracing
         self.spans: list[tuple[int, float, float]] | None = None
         self.thread_id: int | None = None
+        #: input-channel depth seen at each take (after it): count, sum, max
+        self.takes = 0
+        self.depth_sum = 0
+        self.depth_max = 0
+        #: ``nbytes`` of the array items taken in and sent out
+        self.bytes_in = 0
+        self.bytes_out = 0
 
 
 @dataclasses.dataclass
@@ -49,6 +57,12 @@ class StageStats:
     blocked_s: float = 0.0  # waiting for space downstream (backpressure)
     wall_s: float = 0.0
     cpus: frozenset[int] | None = None
+    depth_max: int = 0  # most items seen waiting in the input channel(s) at a take
+    depth_mean: float = 0.0  # mean of the same, over the stage's takes
+    bytes_in: int = 0  # nbytes of the array items taken in
+    bytes_out: int = 0  # nbytes of the array items sent out
+    inputs: tuple[str, ...] = ()  # the stages feeding this one
+    role: str = "stage"  # stage | upload | download (device-segment edges)
 
     @property
     def utilisation(self) -> float:
@@ -56,8 +70,26 @@ class StageStats:
         denom = self.workers * self.wall_s
         return self.busy_s / denom if denom > 0 else 0.0
 
+    @property
+    def starved(self) -> float:
+        """Share of the workers' time spent waiting for input (0..1)."""
+        denom = self.workers * self.wall_s
+        return min(1.0, self.starved_s / denom) if denom > 0 else 0.0
+
+    @property
+    def blocked(self) -> float:
+        """Share of the workers' time spent waiting for space downstream (0..1)."""
+        denom = self.workers * self.wall_s
+        return min(1.0, self.blocked_s / denom) if denom > 0 else 0.0
+
     def merge(self, workers: list[WorkerStats]) -> None:
+        takes = depth_sum = 0
         for w in workers:
+            takes += w.takes
+            depth_sum += w.depth_sum
+            self.depth_max = max(self.depth_max, w.depth_max)
+            self.bytes_in += w.bytes_in
+            self.bytes_out += w.bytes_out
             self.items_in += w.items_in
             self.items_out += w.items_out
             self.errors += w.errors
@@ -66,6 +98,8 @@ class StageStats:
             self.blocked_s += w.blocked_s
             if w.cpus is not None:
                 self.cpus = (self.cpus or frozenset()) | w.cpus
+        if takes:
+            self.depth_mean = depth_sum / takes
 
 
 class RunReport:
@@ -90,6 +124,8 @@ class RunReport:
         self.fused: list[tuple[str, ...]] = []  # stage groups compiled into one kernel
         self.pinning: Any = None  # the PinPlan, when threads were pinned
         self.notes: list[str] = []  # what observers (the stall watchdog...) noticed
+        #: with max_inflight_bytes: the most bytes that waited in channels at once
+        self.inflight_peak_bytes: dict[str, int] = {}
 
     def __getitem__(self, name: str) -> list[Any]:
         try:

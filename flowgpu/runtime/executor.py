@@ -21,6 +21,7 @@ from ..errors import FlowError, GraphError, StageError
 from ..graph import Graph
 from ..report import RunReport, StageStats
 from ..taskgroup import TaskGroup
+from .budget import BudgetedIntake, BudgetedOutlet, ByteBudget
 from .cpu import StageRun
 from .flow import Intake, Outlet, Port
 from .hooks import RunHooks
@@ -32,7 +33,8 @@ __all__ = ["run"]
 
 def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
         ctx: Context | None = None, fuse: bool = True, pin: str | None = None,
-        max_buffers: int = 6, observers: Sequence[Observer] = ()) -> RunReport:
+        max_buffers: int = 6, max_inflight_bytes: int | dict[str, int] | None = None,
+        observers: Sequence[Observer] = ()) -> RunReport:
     """Execute ``graph`` and return its :class:`RunReport`.
 
     Blocks until the run ends.
@@ -48,6 +50,9 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
       always apply).
     - ``max_buffers``: pinned host buffers for GPU transfers (bounds the
       items in flight between upload and download).
+    - ``max_inflight_bytes``: a byte budget for the array items waiting in
+      the run's channels (an int for host and device alike, or
+      ``{"host": n, "device": m}``); see :mod:`flowgpu.runtime.budget`.
     - ``observers``: :class:`~flowgpu.runtime.observe.Observer` objects that
       watch the run (progress, traces, live status...).
 
@@ -71,11 +76,13 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
     start = time.perf_counter()
     stages: dict[str, StageRun] = {}
     view: RunView | None = None
+    budgets: dict[str, ByteBudget] | None = None
     report: RunReport | None = None
     error: BaseException | None = None
     try:
         trace = any(getattr(o, "wants_spans", False) for o in observers)
-        stages = _wire(plan, group.ctx, dead_letters, hooks, trace)
+        budgets = _budgets(max_inflight_bytes)
+        stages = _wire(plan, group.ctx, dead_letters, hooks, trace, budgets)
         view = RunView(plan, stages, group.ctx)
         _count_down(stages, view.finished)
         for o in observers:
@@ -99,6 +106,8 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
             if error is None:
                 report = _report(plan, stages, dead_letters, time.perf_counter() - start, hooks)
                 report.notes = view.notes
+                if budgets is not None:
+                    report.inflight_peak_bytes = {k: b.peak for k, b in budgets.items()}
             else:
                 report = getattr(error, "report", None)
             for o in observers:
@@ -136,8 +145,22 @@ def _check_sources(graph: Graph) -> None:
             spec.extra["consumed"] = True
 
 
+def _budgets(limit: int | dict[str, int] | None) -> dict[str, ByteBudget] | None:
+    if limit is None:
+        return None
+    if isinstance(limit, dict):
+        unknown = set(limit) - {"host", "device"}
+        if unknown:
+            raise ValueError(f"max_inflight_bytes: unknown keys {sorted(unknown)}; "
+                             "use 'host' and 'device'")
+        big = 1 << 62
+        return {k: ByteBudget(limit.get(k, big), k) for k in ("host", "device")}
+    return {k: ByteBudget(limit, k) for k in ("host", "device")}
+
+
 def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
-          hooks: RunHooks, trace: bool = False) -> dict[str, StageRun]:
+          hooks: RunHooks, trace: bool = False,
+          budgets: dict[str, ByteBudget] | None = None) -> dict[str, StageRun]:
     """Make this run's channels and stage states."""
     nodes = plan.nodes
     ports: dict[str, list[Port]] = {name: [] for name in nodes}  # producer -> consumers' ports
@@ -151,11 +174,16 @@ def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
             port = Port(ch, writers=len(producers))
             for producer in producers:
                 ports[producer].append(port)
-            stage_intakes.append(Intake(ch, ctx, 2 * spec.workers if needs_window else None))
+            window = 2 * spec.workers if needs_window else None
+            stage_intakes.append(Intake(ch, ctx, window) if budgets is None
+                                 else BudgetedIntake(ch, ctx, window, budgets))
         intakes[name] = stage_intakes
     stages: dict[str, StageRun] = {}
     for name, node in nodes.items():
-        outlet = Outlet(ports[name], ctx) if ports[name] else None
+        outlet = None
+        if ports[name]:
+            outlet = (Outlet(ports[name], ctx) if budgets is None
+                      else BudgetedOutlet(ports[name], ctx, budgets))
         stages[name] = StageRun(node.spec, ctx, intakes[name], outlet, _invoke(node, hooks, ctx),
                                 dead_letters, hooks, device=node.device, trace=trace)
     return stages

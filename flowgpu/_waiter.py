@@ -17,6 +17,9 @@ CLOSED: Any = type("CLOSED", (), {"__repr__": lambda self: "CLOSED"})()
 CANCELLED: Any = type("CANCELLED", (), {"__repr__": lambda self: "CANCELLED"})()
 
 _allocate_lock = threading.Lock
+# Lock.acquire rejects longer timeouts (OverflowError); a far deadline
+# (timeout=1e10, a context with timeout=inf) waits in steps of this.
+TIMEOUT_MAX = threading.TIMEOUT_MAX
 
 
 class Waiter:
@@ -43,12 +46,16 @@ class Waiter:
         self._wake.release()
 
     def park(self, timeout: float | None) -> bool:
-        """Block until completed (True) or until ``timeout`` seconds pass (False)."""
+        """Block until completed (True) or until ``timeout`` seconds pass (False).
+
+        May return False early for a timeout beyond ``TIMEOUT_MAX``; callers
+        check the clock and park again.
+        """
         if timeout is None:
             return self._wake.acquire()
         if timeout <= 0:
             return self._wake.acquire(False)
-        return self._wake.acquire(True, timeout)
+        return self._wake.acquire(True, min(timeout, TIMEOUT_MAX))
 
 
 class Entry:

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from ._waiter import CANCELLED, Waiter
+from ._waiter import CANCELLED, TIMEOUT_MAX, Waiter
 from .errors import Cancelled, DeadlineExceeded
 
 __all__ = ["Context", "current_context", "background"]
@@ -48,7 +48,7 @@ class _Done:
             if limit is None:
                 self._event.wait()
                 continue
-            if self._event.wait(max(0.0, limit - _monotonic())):
+            if self._event.wait(min(max(0.0, limit - _monotonic()), TIMEOUT_MAX)):
                 return True
             if end is not None and _monotonic() >= end:
                 return ctx.err is not None

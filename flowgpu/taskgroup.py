@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._waiter import TIMEOUT_MAX
 from .context import Context, _set_current, background
-from .errors import Cancelled
 
 __all__ = ["TaskGroup"]
 
@@ -60,7 +60,12 @@ class TaskGroup:
         Raises RuntimeError once the group's block has exited.
         """
         label = name or getattr(fn, "__name__", "task")
-        t = threading.Thread(target=self._run, args=(fn, args),
+        # start() can raise before the thread exists (no thread could be made)
+        # or after it started (a KeyboardInterrupt while start() waits for it
+        # to run). Whoever takes `admit` first decides which: the thread, and
+        # the task runs and ends itself; or the failed go(), and it never runs.
+        admit = threading.Lock()
+        t = threading.Thread(target=self._run, args=(fn, args, admit),
                              name=f"flowgpu:{self.name}:{label}")
         with self._lock:
             if self._closed:
@@ -71,10 +76,13 @@ class TaskGroup:
         try:
             t.start()
         except BaseException:
-            self._task_ended()
+            if admit.acquire(False):
+                self._task_ended()
             raise
 
-    def _run(self, fn: Callable[..., Any], args: tuple) -> None:
+    def _run(self, fn: Callable[..., Any], args: tuple, admit: threading.Lock) -> None:
+        if not admit.acquire(False):
+            return  # go() gave up on this task and has already counted it out
         _set_current(self.ctx)
         try:
             fn(*args)
@@ -112,14 +120,16 @@ class TaskGroup:
                 deadline = self.ctx.deadline
                 if deadline is None or self.ctx.err is not None:
                     self._all_done.wait()
-                elif not self._all_done.wait(max(0.0, deadline - time.monotonic())):
+                elif not self._all_done.wait(min(max(0.0, deadline - time.monotonic()),
+                                                 TIMEOUT_MAX)):
                     self.ctx.err  # noqa: B018 - reading err at the deadline cancels the context
             except KeyboardInterrupt as exc:
                 # A notebook's interrupt lands here; stop the tasks, keep waiting.
                 interrupt = exc
-                self.ctx.cancel(Cancelled("KeyboardInterrupt"))
+                self.ctx.cancel("KeyboardInterrupt")
         for t in list(self._threads):
-            t.join()
+            if t.ident is not None:  # never started: its go() raised
+                t.join()
         if interrupt is not None:
             raise interrupt
 

@@ -12,6 +12,11 @@ import threading
 
 import pytest
 
+# Fixtures shared by the test modules: `parked` waits until n channel operations
+# are parked (parking.py); `interrupt_main` delivers one Ctrl-C (interrupts.py).
+from interrupts import interrupt_main  # noqa: F401
+from parking import parked  # noqa: F401
+
 from flowgpu import channel as _channel
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

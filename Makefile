@@ -28,7 +28,7 @@ test-sim: $(STAMP)
 # On a machine with an NVIDIA GPU (install the gpu-cu12 or gpu-cu13 extra):
 # the real-GPU tests, then the GPU benchmarks, with a short table last.
 gpu-check: $(STAMP)
-	$(PY) -m pytest -q -m gpu tests/gpu
+	$(PY) -m pytest -q --real-gpu tests/sim tests/gpu
 	$(PY) benchmarks/gpu_check.py
 
 bench: $(STAMP)

@@ -44,7 +44,7 @@ class StageSpec:
     capacity: int = DEFAULT_CAPACITY
     ordered: bool = True
     on_error: str = "raise"
-    retries: int = 0
+    retries: int | None = None  # None: 3 under on_error="retry"
     backoff: float = 0.0
     device: str | None = None
     cpus: frozenset[int] | None = None
@@ -291,6 +291,23 @@ class Graph:
 
         return run(self, device=device, timeout=timeout, ctx=ctx, **options)
 
+    # -- pictures ----------------------------------------------------------------------
+    def draw(self, **options: Any) -> Any:
+        """A matplotlib figure of the DAG: stage names, workers, device, fused
+        groups; ``plan=True`` shows the run's plan (see :func:`flowgpu.draw.draw_graph`)."""
+        from .draw import draw_graph
+
+        return draw_graph(self, **options)
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter shows a graph as its drawing (None: an invalid graph shows its repr)."""
+        from .draw import graph_svg
+
+        try:
+            return graph_svg(self)
+        except GraphError:
+            return None
+
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self._stages)} stages>"
 
@@ -312,10 +329,10 @@ def _check_options(spec: StageSpec) -> None:
         raise bad(f"ordered must be True or False, not {spec.ordered!r}")
     if spec.on_error not in ON_ERROR:
         raise bad(f"on_error must be one of {', '.join(ON_ERROR)}, not {spec.on_error!r}")
+    if spec.retries is None:
+        spec.retries = 3 if spec.on_error == "retry" else 0
     if not is_int(spec.retries) or spec.retries < 0:
         raise bad(f"retries must be an int >= 0, not {spec.retries!r}")
-    if spec.on_error == "retry" and spec.retries == 0:
-        spec.retries = 3
     if not isinstance(spec.backoff, (int, float)) or spec.backoff < 0:
         raise bad(f"backoff must be a number of seconds >= 0, not {spec.backoff!r}")
     if spec.device not in (None, "auto", "cpu", "gpu"):

@@ -25,11 +25,19 @@ KODAK = ROOT.parent / "shared" / "data" / "kodak"
 SIMULATOR = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 
 # The simulator tests need NUMBA_ENABLE_CUDASIM=1 before numba is imported, so
-# they run in their own pytest process (see the Makefile); the GPU tests run in
-# `make gpu-check`.
+# they run in their own pytest process (see the Makefile). `make gpu-check`
+# runs the same files on a real GPU with --real-gpu, plus tests/gpu.
 collect_ignore = []
-if not SIMULATOR:
-    collect_ignore.append("sim")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--real-gpu", action="store_true",
+                     help="run tests/sim on the real GPU instead of the simulator")
+
+
+def pytest_configure(config):
+    if not SIMULATOR and not config.getoption("--real-gpu"):
+        collect_ignore.append("sim")
 
 
 def _threads() -> set[threading.Thread]:

@@ -6,10 +6,10 @@ import pickle
 
 import numpy as np
 import pytest
-from flowgpu.kernels import image
 
 from flowgpu.errors import KernelError
 from flowgpu.kernel import NumericOp, array_stage, elementwise, fuse, kernel
+from flowgpu.kernels import image
 
 RNG = np.random.default_rng(7)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flowgpu.kernels import etl
 
 from flowgpu.errors import KernelError
+from flowgpu.kernels import etl
 
 RNG = np.random.default_rng(11)
 

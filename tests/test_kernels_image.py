@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from flowgpu.kernels import image as im
 from PIL import Image
+
+from flowgpu.kernels import image as im
 
 skimage = pytest.importorskip("skimage")
 from skimage.color import rgb2gray  # noqa: E402

@@ -12,8 +12,12 @@ import pytest
 
 import flowgpu as fg
 from flowgpu.backends.cuda import is_device_array
+from flowgpu.device import gpu_available
 from flowgpu.kernels import image
 from flowgpu.runtime import gpu as gpu_runtime
+
+# Under the simulator in CI; on a real GPU in `make gpu-check` (--real-gpu).
+pytestmark = pytest.mark.skipif(not gpu_available(), reason="needs NUMBA_ENABLE_CUDASIM=1 or a GPU")
 
 
 @fg.elementwise

@@ -11,11 +11,12 @@ import threading
 import numpy as np
 import pytest
 
-from flowgpu.device import is_simulator
+from flowgpu.device import gpu_available
 
 pytestmark = pytest.mark.cudasim
-if not is_simulator():  # pragma: no cover - the sim suite runs in its own process
-    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1", allow_module_level=True)
+# Under the simulator in CI; on a real GPU in `make gpu-check` (--real-gpu).
+if not gpu_available():  # pragma: no cover - the sim suite runs in its own process
+    pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 or a GPU", allow_module_level=True)
 
 from numba import cuda  # noqa: E402
 

@@ -11,16 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
-from flowgpu.kernels import etl
-from flowgpu.kernels import image as im
 from PIL import Image
 
-from flowgpu.device import is_simulator
+from flowgpu.device import gpu_available
 from flowgpu.errors import KernelError
 from flowgpu.kernel import elementwise, fuse, kernel
+from flowgpu.kernels import etl
+from flowgpu.kernels import image as im
 
+# Under the simulator in CI; on a real GPU in `make gpu-check` (--real-gpu).
 pytestmark = [pytest.mark.cudasim,
-              pytest.mark.skipif(not is_simulator(), reason="needs NUMBA_ENABLE_CUDASIM=1")]
+              pytest.mark.skipif(not gpu_available(),
+                                 reason="needs NUMBA_ENABLE_CUDASIM=1 or a GPU")]
 
 RNG = np.random.default_rng(5)
 

@@ -94,7 +94,11 @@ def test_kernel_error_names_stage_kernel_and_item():
     err = info.value
     assert isinstance(err, fg.StageError)
     assert (err.stage, err.kernel, err.item_index) == ("amplify", "gain", 1)
-    assert len(err.report["o"]) == 1  # what was done before the failure is kept
+    # the partial report comes with the error; item 0 may or may not have
+    # reached the collect before the failure cancelled the run
+    assert len(err.report["o"]) <= 1
+    for done in err.report["o"]:
+        np.testing.assert_array_equal(done, np.full(3, 2.0, np.float32))
 
 
 def test_numeric_stage_after_batch_is_refused_at_build_time():

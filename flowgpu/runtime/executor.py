@@ -10,16 +10,18 @@ thread has returned and every device resource is released.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from .. import config
 from ..channel import Channel
 from ..context import Context
 from ..errors import FlowError, GraphError, StageError
 from ..graph import Graph
-from ..report import RunReport, StageStats
+from ..report import RunReport, StageStats, device_segments
 from ..taskgroup import TaskGroup
 from .budget import BudgetedIntake, BudgetedOutlet, ByteBudget
 from .cpu import StageRun
@@ -34,7 +36,9 @@ __all__ = ["run"]
 def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
         ctx: Context | None = None, fuse: bool = True, pin: str | None = None,
         max_buffers: int = 6, max_inflight_bytes: int | dict[str, int] | None = None,
-        observers: Sequence[Observer] = ()) -> RunReport:
+        observers: Sequence[Observer] = (), progress: bool = False,
+        trace: str | os.PathLike | None = None, stall_timeout: float | None = None,
+        serve: Any = None, metrics: bool = True) -> RunReport:
     """Execute ``graph`` and return its :class:`RunReport`.
 
     Blocks until the run ends.
@@ -55,6 +59,17 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
       ``{"host": n, "device": m}``); see :mod:`flowgpu.runtime.budget`.
     - ``observers``: :class:`~flowgpu.runtime.observe.Observer` objects that
       watch the run (progress, traces, live status...).
+    - ``progress``: a tqdm bar per sink (``tqdm.auto``: a widget in Jupyter).
+    - ``trace``: a path; write a Chrome trace-event JSON of the run there
+      (open it in Perfetto or chrome://tracing), also when the run fails.
+    - ``stall_timeout``: seconds without any item moving before the stall
+      watchdog logs which stage waits on which channel (kept in
+      ``report.notes``); ``None``: ``FLOWGPU_STALL_TIMEOUT``; 0: off.
+    - ``serve``: a port (0: any free one), ``"host:port"`` or a
+      :class:`flowgpu.observe.StatusServer`: serve ``/health``, ``/metrics``
+      and ``/status`` over HTTP while the run is alive.
+    - ``metrics``: ``False`` skips the per-item clocks, depths and byte counts
+      of the map-like stages (for the last few percent of throughput).
 
     Raises :class:`GraphError` or :class:`DeviceUnavailable` before starting
     anything when the graph cannot run; :class:`StageError` for the first
@@ -65,6 +80,14 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
     partial report as ``error.report``: what was collected and skipped
     before the end is not lost.
     """
+    observers = list(observers)
+    if stall_timeout is None:
+        stall_timeout = config.settings.stall_timeout
+    if progress or trace or serve is not None or stall_timeout:
+        from ..observe import observers_for
+
+        observers += observers_for(progress=progress, trace=trace,
+                                   stall_timeout=stall_timeout, serve=serve)
     nxg = graph.validate()
     plan = make_plan(graph, nxg, device, fuse)
     hooks = RunHooks(plan, pin, max_buffers)  # pinning plan: GraphError before any thread
@@ -80,9 +103,9 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
     report: RunReport | None = None
     error: BaseException | None = None
     try:
-        trace = any(getattr(o, "wants_spans", False) for o in observers)
+        spans = any(getattr(o, "wants_spans", False) for o in observers)
         budgets = _budgets(max_inflight_bytes)
-        stages = _wire(plan, group.ctx, dead_letters, hooks, trace, budgets)
+        stages = _wire(plan, group.ctx, dead_letters, hooks, spans, budgets, metrics)
         view = RunView(plan, stages, group.ctx)
         _count_down(stages, view.finished)
         for o in observers:
@@ -105,11 +128,12 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
             view.finished.set()
             if error is None:
                 report = _report(plan, stages, dead_letters, time.perf_counter() - start, hooks)
-                report.notes = view.notes
                 if budgets is not None:
                     report.inflight_peak_bytes = {k: b.peak for k, b in budgets.items()}
             else:
                 report = getattr(error, "report", None)
+            if report is not None:
+                report.notes = view.notes
             for o in observers:
                 o.on_end(view, report, error)
     return report
@@ -160,7 +184,8 @@ def _budgets(limit: int | dict[str, int] | None) -> dict[str, ByteBudget] | None
 
 def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
           hooks: RunHooks, trace: bool = False,
-          budgets: dict[str, ByteBudget] | None = None) -> dict[str, StageRun]:
+          budgets: dict[str, ByteBudget] | None = None,
+          metrics: bool = True) -> dict[str, StageRun]:
     """Make this run's channels and stage states."""
     nodes = plan.nodes
     ports: dict[str, list[Port]] = {name: [] for name in nodes}  # producer -> consumers' ports
@@ -185,7 +210,8 @@ def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
             outlet = (Outlet(ports[name], ctx) if budgets is None
                       else BudgetedOutlet(ports[name], ctx, budgets))
         stages[name] = StageRun(node.spec, ctx, intakes[name], outlet, _invoke(node, hooks, ctx),
-                                dead_letters, hooks, device=node.device, trace=trace)
+                                dead_letters, hooks, device=node.device, trace=trace,
+                                metrics=metrics)
     return stages
 
 
@@ -202,10 +228,13 @@ def _report(plan: Plan, stages: dict[str, StageRun], dead_letters: list[StageErr
     stats: dict[str, StageStats] = {}
     collected: dict[str, list[Any]] = {}
     for name, stage in stages.items():
-        s = StageStats(name=name, kind=stage.kind, workers=stage.workers, device=stage.device)
+        node = plan.nodes[name]
+        s = StageStats(name=name, kind=stage.kind, workers=stage.workers, device=stage.device,
+                       inputs=tuple(p for port in node.inputs for p in port), role=node.role)
         s.merge(stage.stats)
         if stage.started:
             s.wall_s = (stage.ended or time.perf_counter()) - stage.started
+            s.started_s = max(0.0, stage.started - (time.perf_counter() - duration))
         stats[name] = s
         if stage.kind == "collect":
             collected[stage.spec.extra["key"]] = stage.collected
@@ -213,5 +242,6 @@ def _report(plan: Plan, stages: dict[str, StageRun], dead_letters: list[StageErr
     report = RunReport(plan.graph.name, collected, stats, list(dead_letters), duration,
                        "+".join(devices) if devices else "cpu")
     report.fused = list(plan.fused_groups)
+    report.segments = device_segments(plan.nodes, stats)
     report.pinning = hooks.pin_plan
     return report

@@ -23,9 +23,9 @@ __version__ = "0.1.0"
 
 # The numeric layer imports numba (hundreds of milliseconds); load it on first use.
 _LAZY = {
-    "elementwise": "flowgpu.kernel", "kernel": "flowgpu.kernel",
-    "array_stage": "flowgpu.kernel", "composite": "flowgpu.kernel", "fuse": "flowgpu.kernel",
-    "NumericOp": "flowgpu.kernel", "topology": "flowgpu.numa",
+    "elementwise": "flowgpu.numeric", "kernel": "flowgpu.numeric",
+    "array_stage": "flowgpu.numeric", "composite": "flowgpu.numeric", "fuse": "flowgpu.numeric",
+    "NumericOp": "flowgpu.numeric", "topology": "flowgpu.numa",
 }
 
 

@@ -61,7 +61,7 @@ class StageSpec:
 def _is_numeric(fn: Any) -> bool:
     # A NumericOp can only exist once its module was imported; looking it up
     # here instead of importing keeps numba out of graph building.
-    mod = sys.modules.get("flowgpu.kernel")
+    mod = sys.modules.get("flowgpu.numeric")
     return mod is not None and isinstance(fn, mod.NumericOp)
 
 

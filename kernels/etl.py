@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from flowgpu.errors import KernelError
-from flowgpu.kernel import array_stage, composite, elementwise, kernel
+from flowgpu.numeric import array_stage, composite, elementwise, kernel
 
 __all__ = ["delay_class", "speed_mph", "compact", "group_sum", "group_count", "group_mean",
            "group_min", "group_max"]

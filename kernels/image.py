@@ -1,6 +1,6 @@
 """Image kernels on float32 ``HxW`` or ``HxWxC`` images (values in [0, 1]) unless stated.
 
-Each is a :class:`flowgpu.kernel.NumericOp`: ``resize(img, height=256,
+Each is a :class:`flowgpu.numeric.NumericOp`: ``resize(img, height=256,
 width=256)`` on NumPy arrays, or ``stream.map(resize, height=..., width=...)``
 in a graph. References the tests compare against are named per kernel.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from flowgpu.errors import KernelError
-from flowgpu.kernel import composite, elementwise, kernel
+from flowgpu.numeric import composite, elementwise, kernel
 
 __all__ = ["to_float", "to_uint8", "gain", "gamma", "clip", "normalise", "threshold",
            "grayscale", "resize", "gaussian_blur", "unsharp_mask", "sobel", "histogram",
@@ -276,7 +276,7 @@ def _hist_sum(out, c, b, part):
 def histogram(run, img):
     """Counts of each value per channel of a uint8 image: ``(C, 256)`` int64.
 
-    Two phases (see :mod:`flowgpu.kernel`): partial histograms over chunks
+    Two phases (see :mod:`flowgpu.numeric`): partial histograms over chunks
     of pixels, then a sum over the chunks.
     """
     if np.dtype(img.dtype) != np.uint8:

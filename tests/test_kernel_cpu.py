@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flowgpu.errors import KernelError
-from flowgpu.kernel import NumericOp, array_stage, elementwise, fuse, kernel
+from flowgpu.numeric import NumericOp, array_stage, elementwise, fuse, kernel
 from flowgpu.kernels import image
 
 RNG = np.random.default_rng(7)

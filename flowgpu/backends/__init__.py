@@ -1,5 +1,5 @@
 """Backends that compile and run numeric kernels: ``cpu`` (Numba parallel) and ``cuda``.
 
-:mod:`flowgpu.kernel` is the public surface; the modules here generate the
+:mod:`flowgpu.numeric` is the public surface; the modules here generate the
 loops around a user's scalar or index function for one target each.
 """

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..device import cuda_guard
 from ..errors import KernelError
-from ..kernel import NumericOp, _compile_error, _numba_errors, _signature_params, bind_params
+from ..numeric import NumericOp, _compile_error, _numba_errors, _signature_params, bind_params
 from . import cpu as cpu_backend
 from . import cuda as cuda_backend
 from . import dtypes as dt_rules

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..device import cuda_guard, is_simulator
 from ..errors import KernelError
-from ..kernel import (
+from ..numeric import (
     NumericOp,
     _compile_error,
     _map_out,

@@ -121,7 +121,7 @@ def _fuse(nodes: dict[str, PlanNode]) -> list[tuple[str, ...]]:
             chain.append(cand.name)
         if len(chain) < 2:
             continue
-        from ..kernel import fuse
+        from ..numeric import fuse
 
         members = [nodes[c] for c in chain]
         last = members[-1]

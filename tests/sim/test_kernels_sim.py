@@ -15,7 +15,7 @@ from PIL import Image
 
 from flowgpu.device import gpu_available
 from flowgpu.errors import KernelError
-from flowgpu.kernel import elementwise, fuse, kernel
+from flowgpu.numeric import elementwise, fuse, kernel
 from flowgpu.kernels import etl
 from flowgpu.kernels import image as im
 

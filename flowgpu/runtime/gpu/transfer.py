@@ -108,17 +108,14 @@ def upload(
     """
     arrays = host_array if isinstance(host_array, tuple) else (host_array,)
     out: list[Any] = []
-    used: list[PinnedBuffer] = []
+    copied: list[bool] = []
     event = None
-    try:
-        for a in arrays:
-            out.append(_upload_one(a, stream, pool, ctx, used))
-        if used:
-            event = new_event()
-            with cuda_guard():
-                event.record(stream)
-    finally:
-        _hand_back(used, stream, pool, event)
+    for a in arrays:
+        out.append(_upload_one(a, stream, pool, ctx, copied))
+    if copied:
+        event = new_event()
+        with cuda_guard():
+            event.record(stream)
     array = tuple(out) if isinstance(host_array, tuple) else out[0]
     return DeviceItem(array, event, meta)
 
@@ -143,7 +140,7 @@ def _hand_back(used: list[PinnedBuffer], stream: Any, pool: PinnedPool, event: A
 
 
 def _upload_one(
-    a: Any, stream: Any, pool: PinnedPool, ctx: CancelContext | None, used: list[PinnedBuffer]
+    a: Any, stream: Any, pool: PinnedPool, ctx: CancelContext | None, copied: list[bool]
 ) -> Any:
     if is_device_array(a):
         return as_device_array(a)
@@ -155,13 +152,19 @@ def _upload_one(
     if a.size == 0:
         with cuda_guard():
             return cuda.device_array(a.shape, a.dtype, order=order, stream=stream)
+    # One buffer at a time, handed back as soon as its copy is enqueued (the
+    # pool reuses it only after the event recorded behind the copy): an item
+    # of many arrays never needs more buffers than the pool has.
     buf = pool.acquire(a.nbytes, ctx=ctx)
-    used.append(buf)
-    staged = buf.view(a.shape, a.dtype, order)
-    np.copyto(staged, a)  # host work: outside the guard
-    with cuda_guard():
-        d = cuda.device_array(a.shape, a.dtype, order=order, stream=stream)
-        d.copy_to_device(staged, stream=stream)
+    try:
+        staged = buf.view(a.shape, a.dtype, order)
+        np.copyto(staged, a)  # host work: outside the guard
+        with cuda_guard():
+            d = cuda.device_array(a.shape, a.dtype, order=order, stream=stream)
+            d.copy_to_device(staged, stream=stream)
+        copied.append(True)
+    finally:
+        _hand_back([buf], stream, pool, None)
     return d
 
 

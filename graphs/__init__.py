@@ -38,3 +38,16 @@ def path_of(name: str) -> pathlib.Path:
     if name not in NAMES:
         raise KeyError(f"no shipped graph named {name!r} (shipped: {', '.join(NAMES)})")
     return pathlib.Path(__file__).with_name(f"{name}.py")
+
+
+if __name__ != "flowgpu.graphs":
+    # Imported as a top-level ``graphs`` (from the repository root). Numba's
+    # on-disk cache is kept per source file but records the module's name, so
+    # one file imported under two names breaks the cache for the other
+    # ("No module named 'graphs'" from another folder). Be flowgpu.graphs.
+    import importlib as _importlib
+    import sys as _sys
+
+    for _name in NAMES:
+        _sys.modules[f"{__name__}.{_name}"] = _importlib.import_module(f"flowgpu.graphs.{_name}")
+    _sys.modules[__name__] = _importlib.import_module("flowgpu.graphs")

@@ -157,8 +157,8 @@ def build_params(module: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_graph(module: Any, params: dict[str, Any], device: str) -> Any:
-    """Build, run and finish a graph: the report."""
-    report = module.build(**params).run(device=device)
+    """Build, run and finish a graph: the report. A progress bar on a terminal."""
+    report = module.build(**params).run(device=device, progress=sys.stderr.isatty())
     finish = getattr(module, "finish", None)
     if callable(finish):
         finish(report, **params)

@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 import flowgpu as fg
-from flowgpu.numeric import kernel
 from flowgpu.kernels import etl
+from flowgpu.numeric import kernel
 
 __all__ = ["build", "finish", "run_job", "data_dir", "pandas_reference", "GROUPINGS",
            "STATS", "COMPLETED"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from flowgpu.errors import KernelError
-from flowgpu.numeric import NumericOp, array_stage, elementwise, fuse, kernel
 from flowgpu.kernels import image
+from flowgpu.numeric import NumericOp, array_stage, elementwise, fuse, kernel
 
 RNG = np.random.default_rng(7)
 

@@ -15,9 +15,9 @@ from PIL import Image
 
 from flowgpu.device import gpu_available
 from flowgpu.errors import KernelError
-from flowgpu.numeric import elementwise, fuse, kernel
 from flowgpu.kernels import etl
 from flowgpu.kernels import image as im
+from flowgpu.numeric import elementwise, fuse, kernel
 
 # Under the simulator in CI; on a real GPU in `make gpu-check` (--real-gpu).
 pytestmark = [pytest.mark.cudasim,

@@ -33,7 +33,10 @@ def is_device_item(item: Any) -> bool:
 
 def nbytes_of(item: Any) -> int:
     """Bytes of an array item (host or device), or of a tuple/list of arrays; 0 otherwise."""
-    n = getattr(item, "nbytes", None)
+    try:
+        n = getattr(item, "nbytes", None)
+    except Exception:  # a user's object with a raising property: not an array
+        return 0
     if isinstance(n, int):
         return n
     if isinstance(item, (tuple, list)):
@@ -111,17 +114,17 @@ class BudgetedOutlet(Outlet):
     def __init__(self, ports: list[Port], ctx: Context, budgets: dict[str, ByteBudget]) -> None:
         super().__init__(ports, ctx)
         self._budgets = budgets
+        self._single = None  # every send goes through _put (and a broadcast keeps its order)
 
-    def send(self, item: Any) -> None:
+    def _put(self, port: Port, item: Any) -> None:
         n = nbytes_of(item)
         budget = self._budgets["device" if is_device_item(item) else "host"]
-        for port in self.ports:
-            budget.acquire(n, port.channel, self._ctx)
-            try:
-                port.channel.send(item, ctx=self._ctx)
-            except BaseException:
-                budget.release(n)
-                raise
+        budget.acquire(n, port.channel, self._ctx)
+        try:
+            port.channel.send(item, ctx=self._ctx)
+        except BaseException:
+            budget.release(n)
+            raise
 
 
 class BudgetedIntake(Intake):

@@ -25,12 +25,18 @@ __all__ = ["Port", "Outlet", "Intake", "ReorderBuffer"]
 class Port:
     """A stage's input channel and the count of stages still writing to it."""
 
-    __slots__ = ("channel", "_writers", "_lock")
+    __slots__ = ("channel", "_writers", "_lock", "broadcast_lock")
 
     def __init__(self, channel: Channel, writers: int) -> None:
         self.channel = channel
         self._writers = writers
         self._lock = threading.Lock()  # guards _writers; nobody waits on it
+        # Held by a broadcasting outlet while it sends one item to all its
+        # ports (see Outlet.send). Who waits: the other workers of that stage
+        # and other broadcasts into this port. Who notifies: the holder, once
+        # its sends returned or raised; its sends honour the run's context,
+        # so a cancel frees it.
+        self.broadcast_lock = threading.Lock()
 
     def writer_done(self) -> None:
         with self._lock:
@@ -41,14 +47,24 @@ class Port:
 
 
 class Outlet:
-    """Sends each output to every consumer's port (broadcast), in order."""
+    """Sends each output to every consumer's port (broadcast), in order.
 
-    __slots__ = ("ports", "_ctx", "_single")
+    A broadcast sends one item to all its ports before the next item goes
+    out, whichever worker sends it, so that every consumer sees the items in
+    the same order: ``fg.zip(s.map(f), s.map(g))`` pairs ``f(x)`` with
+    ``g(x)`` even when ``s`` comes from an unordered stage with several
+    workers. The ports' broadcast locks, taken in one global order, make it
+    so; a single-port outlet takes none.
+    """
+
+    __slots__ = ("ports", "_ctx", "_single", "_locks")
 
     def __init__(self, ports: list[Port], ctx: Context) -> None:
         self.ports = ports
         self._ctx = ctx
         self._single = ports[0].channel if len(ports) == 1 else None
+        self._locks = (tuple(sorted((p.broadcast_lock for p in ports), key=id))
+                       if len(ports) > 1 else ())
 
     def send(self, item: Any) -> None:
         """Blocks while a consumer's port is full (backpressure); raises the
@@ -57,8 +73,20 @@ class Outlet:
         if single is not None:
             single.send(item, ctx=self._ctx)
             return
-        for port in self.ports:
-            port.channel.send(item, ctx=self._ctx)
+        locks = self._locks
+        taken = 0
+        try:
+            for lock in locks:
+                lock.acquire()
+                taken += 1
+            for port in self.ports:
+                self._put(port, item)
+        finally:
+            for lock in locks[:taken]:
+                lock.release()
+
+    def _put(self, port: Port, item: Any) -> None:
+        port.channel.send(item, ctx=self._ctx)
 
     def done(self) -> None:
         """This stage will send nothing more."""

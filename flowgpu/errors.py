@@ -33,14 +33,18 @@ _repr.maxdict = 4
 
 
 def summarize(item: Any) -> str:
-    """A short, bounded repr of an item; arrays show shape and dtype, not data."""
-    shape = getattr(item, "shape", None)
-    dtype = getattr(item, "dtype", None)
-    if shape is not None and dtype is not None:
-        return f"{type(item).__name__}(shape={tuple(shape)}, dtype={dtype})"
+    """A short, bounded repr of an item; arrays show shape and dtype, not data.
+
+    Never raises: a user's ``__repr__`` or ``shape`` property may, the summary
+    of the item that failed must not.
+    """
     try:
+        shape = getattr(item, "shape", None)
+        dtype = getattr(item, "dtype", None)
+        if shape is not None and dtype is not None:
+            return f"{type(item).__name__}(shape={tuple(shape)}, dtype={dtype})"
         return _repr.repr(item)
-    except Exception:  # a user's __repr__ may raise; the summary must not
+    except Exception:
         return f"<{type(item).__name__} object>"
 
 

@@ -286,19 +286,9 @@ class Graph:
     # -- running ---------------------------------------------------------------------
     def run(self, *, device: str = "auto", timeout: float | None = None,
             ctx: Context | None = None, **options: Any) -> RunReport:
-        """Validate, plan and execute the graph; see :func:`flowgpu.runtime.run`.
-
-        Without ``ctx``, a run started inside a stage (or a task group's task)
-        runs under that stage's context, so that cancelling the outer run
-        (its error, its deadline, a Ctrl-C) stops the inner one too instead of
-        waiting for it forever. Outside any run this is the background
-        context, which is never cancelled.
-        """
-        from .context import current_context
+        """Validate, plan and execute the graph; see :func:`flowgpu.runtime.run`."""
         from .runtime import run
 
-        if ctx is None:
-            ctx = current_context()
         return run(self, device=device, timeout=timeout, ctx=ctx, **options)
 
     # -- pictures ----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import config
 from ..channel import Channel
-from ..context import Context
+from ..context import Context, current_context
 from ..errors import FlowError, GraphError, StageError
 from ..graph import Graph
 from ..report import RunReport, StageStats, device_segments
@@ -47,7 +47,9 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
       ``"auto"`` (the GPU when present; ``FLOWGPU_DEVICE`` decides what auto
       means), ``"cpu"`` or ``"gpu"`` (:class:`DeviceUnavailable` without one).
     - ``timeout``: a deadline for the whole run, in seconds.
-    - ``ctx``: a :class:`Context` whose cancellation cancels the run.
+    - ``ctx``: a :class:`Context` whose cancellation cancels the run (default:
+      :func:`flowgpu.current_context`, so a run nested in a stage stops with
+      the outer run).
     - ``fuse``: compile consecutive ``@elementwise`` stages into one kernel.
     - ``pin``: ``"none"``, ``"gpu-local"``, ``"spread"`` or ``"compact"``:
       which CPUs each stage's worker threads run on (stages' ``cpus=``
@@ -92,7 +94,12 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
     plan = make_plan(graph, nxg, device, fuse)
     hooks = RunHooks(plan, pin, max_buffers)  # pinning plan: GraphError before any thread
     _check_sources(graph)
-    run_ctx = Context(timeout, parent=ctx, name=graph.name)
+    # Without ctx, a run started inside a stage (or a task group's task) runs
+    # under that stage's context, so that cancelling the outer run (its error,
+    # its deadline, a Ctrl-C) stops the inner one too instead of waiting for
+    # it forever. Outside any run this is the background context.
+    run_ctx = Context(timeout, parent=ctx if ctx is not None else current_context(),
+                      name=graph.name)
     dead_letters: list[StageError] = []
     # The stages work under the group's context, which the first failure cancels.
     group = TaskGroup(run_ctx, name=graph.name)

@@ -34,6 +34,10 @@ gpu-check: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/channel_bench.py
 
+# 10,000 randomised fault-injection runs (tests/faultlib.py); exits 1 on any bad run.
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --runs 10000
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check flowgpu kernels graphs tests benchmarks
 

@@ -56,7 +56,8 @@ def test_case01_error_with_feeder_blocked_on_small_capacity_and_four_workers(par
         if x == failing:
             for _ in range(workers):  # all four workers are inside check()
                 assert entered.acquire(timeout=10)
-            parked.wait_for(1)  # the feeder is parked on the full input channel
+            # parked: the feeder on the full input channel, the collect on its empty one
+            parked.wait_for(2)
             raised_at.append(time.monotonic())
             raise ValueError("bad item")
         fg.current_context().done.wait()  # the others hold their item until the cancel

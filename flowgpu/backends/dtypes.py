@@ -39,6 +39,9 @@ def check_dtype(dtype: np.dtype, what: str, kernel: str) -> None:
     if dtype.kind not in "biufc":
         raise KernelError(f"{what} has dtype {dtype}; numeric kernels take bool, integer, "
                           "float or complex arrays", kernel=kernel)
+    if dtype == np.float16:  # Numba compiles no float16 arithmetic on the CPU
+        raise KernelError(f"{what} has dtype float16, which Numba cannot compile; "
+                          "convert it with .astype(np.float32)", kernel=kernel)
 
 
 def promote_arrays(dtypes: list[np.dtype]) -> np.dtype:

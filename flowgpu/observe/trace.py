@@ -46,6 +46,13 @@ class TraceRecorder(Observer):
         self.events: list[dict[str, Any]] = []
 
     def on_start(self, view: RunView) -> None:
+        if self.path is not None:
+            # Fail before the run, not after it: open (and so create) the file now.
+            try:
+                open(self.path, "a", encoding="utf-8").close()
+            except OSError as exc:
+                path, self.path = self.path, None  # on_end must not try again
+                raise ValueError(f"trace={str(path)!r} cannot be written: {exc}") from exc
         self.samples = [(0.0, {n: view.depth(n) for n in view.stages})]
 
     def on_tick(self, view: RunView) -> None:

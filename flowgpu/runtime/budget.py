@@ -6,9 +6,10 @@ counts the bytes of the items sitting in the run's channels (host arrays in
 one budget, device arrays in another). A send waits while the budget is
 spent, with one exception that keeps the run deadlock-free: a send into an
 *empty* channel always goes ahead, since its consumer has nothing else to
-work on and is what frees the budget. So the bytes in flight stay within the
-budget plus the items just admitted into empty channels (one item per
-channel at most).
+work on and is what frees the budget; one such send at a time per channel.
+So the bytes in flight stay within the budget plus one item, plus at most
+two items per channel: the one admitted into it while empty, and the one
+its consumer has just taken and is about to give back.
 
 Waiting honours the run's context: a cancel or the deadline wakes it.
 """
@@ -59,19 +60,38 @@ class ByteBudget:
         # look again (the channel they send to may have emptied too).
         self._lock = threading.Lock()
         self._waiters: list[Waiter] = []
+        # Channels with an over-budget send under way: one at a time per
+        # channel, so that several workers finding the same channel empty at
+        # once cannot all overdraw.
+        self._overdrawn: set[int] = set()
 
-    def acquire(self, n: int, channel: Channel, ctx: Context) -> None:
-        """Take ``n`` bytes before sending into ``channel``; may block (see above)."""
+    def acquire(self, n: int, channel: Channel, ctx: Context) -> bool:
+        """Take ``n`` bytes before sending into ``channel``; may block (see above).
+
+        Returns True for an over-budget admission into an empty channel: the
+        caller calls :meth:`sent` once its send is over.
+        """
         while True:
             with self._lock:
-                if self.used < self.limit or len(channel) == 0 or n == 0:
+                over = False
+                if self.used < self.limit or n == 0 or (
+                        len(channel) == 0 and id(channel) not in self._overdrawn):
+                    if self.used >= self.limit and n:
+                        over = True
+                        self._overdrawn.add(id(channel))
                     self.used += n
                     if self.used > self.peak:
                         self.peak = self.used
-                    return
+                    return over
                 w = Waiter()
                 self._waiters.append(w)
             self._park(w, ctx)
+
+    def sent(self, channel: Channel) -> None:
+        """The over-budget send into ``channel`` is over (it landed, or failed)."""
+        with self._lock:
+            self._overdrawn.discard(id(channel))
+        self.wake_all()
 
     def release(self, n: int) -> None:
         """An item of ``n`` bytes left a channel."""
@@ -119,12 +139,15 @@ class BudgetedOutlet(Outlet):
     def _put(self, port: Port, item: Any) -> None:
         n = nbytes_of(item)
         budget = self._budgets["device" if is_device_item(item) else "host"]
-        budget.acquire(n, port.channel, self._ctx)
+        over = budget.acquire(n, port.channel, self._ctx)
         try:
             port.channel.send(item, ctx=self._ctx)
         except BaseException:
             budget.release(n)
             raise
+        finally:
+            if over:
+                budget.sent(port.channel)
 
 
 class BudgetedIntake(Intake):

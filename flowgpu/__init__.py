@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import config  # noqa: F401 - a bad FLOWGPU_* variable fails here, at import
 from .channel import Channel, RecvCase, SendCase, select
 from .context import Context, current_context
 from .errors import (

@@ -185,5 +185,6 @@ class DeviceUnavailable(FlowError):
     """The requested device is not present; ``reason`` says why."""
 
     def __init__(self, device: str, reason: str):
+        reason = " ".join(str(reason).split())  # driver messages come with blank lines
         super().__init__(f"device {device!r} is not available: {reason}")
         self.device, self.reason = device, reason

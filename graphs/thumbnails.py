@@ -124,11 +124,25 @@ def decode(root: pathlib.Path, path: str, output: str) -> tuple[Meta, np.ndarray
         img.load()  # a truncated file fails here, not later in a worker of another stage
         mode = img.mode
         img = ImageOps.exif_transpose(img)
-        img = img.convert(_layout(img))
-        pixels = np.asarray(img)
-    layout = img.mode
+        if mode.startswith("I;16") or mode == "I":
+            pixels, layout = _sixteen_to_eight(np.asarray(img)), "L"
+        else:
+            img = img.convert(_layout(img))
+            pixels, layout = np.asarray(img), img.mode
     meta = Meta(path, output, pixels.shape[1], pixels.shape[0], mode, layout)
     return meta, pixels
+
+
+def _sixteen_to_eight(a: np.ndarray) -> np.ndarray:
+    """16-bit grayscale (Pillow's I;16 and I modes) scaled to uint8, rounded.
+
+    Pillow's own convert("L") clips at 255, which turns a 16-bit photo white.
+    An "I" image whose values all fit in 8 bits is taken as 8-bit.
+    """
+    a = a.astype(np.int64)
+    if a.size and a.max() <= 255 and a.min() >= 0:
+        return a.astype(np.uint8)
+    return ((np.clip(a, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def _layout(img: Any) -> str:
@@ -257,7 +271,15 @@ def _graph(*, input: str, output: str, box: int, sigma: float, usm_sigma: float,
         raise ValueError(f"fmt={fmt!r}: expected 'png' or 'jpeg'")
     if box < 1:
         raise ValueError(f"box={box}: expected a size in pixels >= 1")
+    if sigma < 0 or usm_sigma < 0:
+        raise ValueError(f"sigma={sigma}, usm_sigma={usm_sigma}: expected >= 0 (0: no blur)")
+    if amount < 0:
+        raise ValueError(f"amount={amount}: expected >= 0 (0: no sharpening)")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality={quality}: expected 1 to 100")
     root, out_root = pathlib.Path(input), pathlib.Path(output)
+    if out_root.exists() and not out_root.is_dir():
+        raise ValueError(f"output={str(out_root)!r} is a file, not a folder")
 
     def files() -> Iterator[tuple[str, str]]:
         paths = list_images(root, suffixes, exclude=out_root)

@@ -175,3 +175,14 @@ def test_missing_input_folder_fails_clearly(tmp_path):
     with pytest.raises(fg.StageError) as info:
         th.run_job(tmp_path / "nope", tmp_path / "out", device="cpu")
     assert isinstance(info.value.__cause__, FileNotFoundError)
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    eight = _rng_image(20, 30, None, seed=7)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(eight.astype(np.uint16) * 257).save(tmp_path / "in" / "deep.png")
+    Image.fromarray(eight).save(tmp_path / "in" / "flat.png")
+    _, deep = th.decode(tmp_path / "in", "deep.png", "x")
+    _, flat = th.decode(tmp_path / "in", "flat.png", "x")
+    assert deep.dtype == np.uint8
+    np.testing.assert_array_equal(deep, flat)

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import config
+from .. import device as devices
 from ..channel import Channel
 from ..context import Context, current_context
 from ..errors import FlowError, GraphError, StageError
@@ -82,6 +83,10 @@ def run(graph: Graph, *, device: str = "auto", timeout: float | None = None,
     partial report as ``error.report``: what was collected and skipped
     before the end is not lost.
     """
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"device={device!r}: expected 'auto', 'cpu' or 'gpu'")
+    if device == "gpu":
+        devices.resolve("gpu")  # DeviceUnavailable now, even if no stage is numeric
     observers = list(observers)
     if stall_timeout is None:
         stall_timeout = config.settings.stall_timeout

@@ -158,8 +158,9 @@ class Channel(Generic[T]):
         sendq = self._sendq
         if buf:
             item = buf.popleft()
-            # Space opened: move the longest-waiting sender's item in.
-            while sendq:
+            # Space opened: move the longest-waiting sender's item in (unless
+            # the runtime lowered the capacity below what is buffered).
+            while sendq and len(buf) < self._capacity:
                 e = sendq.popleft()
                 if e.waiter.try_claim():
                     buf.append(e.value)
@@ -214,6 +215,11 @@ class Channel(Generic[T]):
                 q.remove(e)
             except ValueError:
                 pass
+
+    def _lower_capacity(self, capacity: int) -> None:
+        """Runtime use: hold fewer items from now on (parked senders wait longer)."""
+        with self._lock:
+            self._capacity = min(self._capacity, capacity)
 
     def _describe(self, what: str) -> str:
         return f"{what} ({self.name})" if self.name else what

@@ -27,7 +27,11 @@ if TYPE_CHECKING:
 __all__ = ["Graph", "Stream", "StageSpec", "zip"]
 
 ON_ERROR = ("raise", "skip", "retry")
+#: a stage's input capacity when not given: SMALL_ITEMS_CAPACITY while the items
+#: are small, DEFAULT_CAPACITY from the first item of more than SMALL_ITEM_BYTES
 DEFAULT_CAPACITY = 8
+SMALL_ITEMS_CAPACITY = 64
+SMALL_ITEM_BYTES = 64 * 1024
 #: stage kinds that end a stream
 TERMINAL = ("sink", "collect")
 
@@ -41,7 +45,7 @@ class StageSpec:
     fn: Callable[..., Any] | None
     inputs: tuple[Stream, ...] = ()
     workers: int = 1
-    capacity: int = DEFAULT_CAPACITY
+    capacity: int | None = None  # None: sized by the items (see DEFAULT_CAPACITY)
     ordered: bool = True
     on_error: str = "raise"
     retries: int | None = None  # None: 3 under on_error="retry"
@@ -323,7 +327,7 @@ def _check_options(spec: StageSpec) -> None:
         raise bad(f"workers must be an int >= 1, not {spec.workers!r}")
     if spec.kind in ("source", "batch", "zip", "collect") and spec.workers != 1:
         raise bad(f"a {spec.kind} stage runs on one worker")
-    if not is_int(spec.capacity) or spec.capacity < 0:
+    if spec.capacity is not None and (not is_int(spec.capacity) or spec.capacity < 0):
         raise bad(f"capacity must be an int >= 0, not {spec.capacity!r}")
     if not isinstance(spec.ordered, bool):
         raise bad(f"ordered must be True or False, not {spec.ordered!r}")

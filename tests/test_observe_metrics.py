@@ -21,8 +21,8 @@ def _slow_middle(gate_wait: float):
         return x
 
     g = fg.Graph("neck")
-    g.source(range(12)).map(slow, workers=2, name="slow").map(lambda x: x, name="fast") \
-        .collect("out")
+    s = g.source(range(12)).map(slow, workers=2, capacity=8, name="slow")
+    s.map(lambda x: x, name="fast").collect("out")
     return g
 
 

@@ -21,7 +21,7 @@ from .. import device as devices
 from ..channel import Channel
 from ..context import Context, current_context
 from ..errors import FlowError, GraphError, StageError
-from ..graph import Graph
+from ..graph import SMALL_ITEMS_CAPACITY, Graph
 from ..report import RunReport, StageStats, device_segments
 from ..taskgroup import TaskGroup
 from .budget import BudgetedIntake, BudgetedOutlet, ByteBudget
@@ -207,8 +207,10 @@ def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
         needs_window = spec.ordered and spec.workers > 1 and node.kind not in ("sink", "collect")
         stage_intakes = []
         for k, producers in enumerate(node.inputs):
-            ch: Channel = Channel(spec.capacity, name=f"{name}[{k}]")
-            port = Port(ch, writers=len(producers))
+            auto = spec.capacity is None
+            ch: Channel = Channel(SMALL_ITEMS_CAPACITY if auto else spec.capacity,
+                                  name=f"{name}[{k}]")
+            port = Port(ch, writers=len(producers), auto=auto)
             for producer in producers:
                 ports[producer].append(port)
             window = 2 * spec.workers if needs_window else None

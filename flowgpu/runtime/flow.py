@@ -18,6 +18,7 @@ from typing import Any
 
 from ..channel import Channel
 from ..context import Context
+from ..graph import DEFAULT_CAPACITY, SMALL_ITEM_BYTES
 
 __all__ = ["Port", "Outlet", "Intake", "ReorderBuffer"]
 
@@ -25,11 +26,14 @@ __all__ = ["Port", "Outlet", "Intake", "ReorderBuffer"]
 class Port:
     """A stage's input channel and the count of stages still writing to it."""
 
-    __slots__ = ("channel", "_writers", "_lock", "broadcast_lock")
+    __slots__ = ("channel", "_writers", "_lock", "broadcast_lock", "auto")
 
-    def __init__(self, channel: Channel, writers: int) -> None:
+    def __init__(self, channel: Channel, writers: int, auto: bool = False) -> None:
         self.channel = channel
         self._writers = writers
+        # True while the channel's capacity was not given and no large item
+        # has been through it yet (see Outlet._fit)
+        self.auto = auto
         self._lock = threading.Lock()  # guards _writers; nobody waits on it
         # Held by a broadcasting outlet while it sends one item to all its
         # ports (see Outlet.send). Who waits: the other workers of that stage
@@ -57,11 +61,12 @@ class Outlet:
     so; a single-port outlet takes none.
     """
 
-    __slots__ = ("ports", "_ctx", "_single", "_locks")
+    __slots__ = ("ports", "_ctx", "_single", "_locks", "_auto")
 
     def __init__(self, ports: list[Port], ctx: Context) -> None:
         self.ports = ports
         self._ctx = ctx
+        self._auto = [p for p in ports if p.auto]
         self._single = ports[0].channel if len(ports) == 1 else None
         self._locks = (tuple(sorted((p.broadcast_lock for p in ports), key=id))
                        if len(ports) > 1 else ())
@@ -69,6 +74,8 @@ class Outlet:
     def send(self, item: Any) -> None:
         """Blocks while a consumer's port is full (backpressure); raises the
         run's Cancelled/DeadlineExceeded when the run ends."""
+        if self._auto:
+            self._fit(item)
         single = self._single
         if single is not None:
             single.send(item, ctx=self._ctx)
@@ -87,6 +94,20 @@ class Outlet:
 
     def _put(self, port: Port, item: Any) -> None:
         port.channel.send(item, ctx=self._ctx)
+
+    def _fit(self, item: Any) -> None:
+        """Channels whose capacity was not given hold many small items (fewer
+        hand-offs per item) but few large ones (bounded memory): the first
+        large item lowers them for the rest of the run."""
+        try:
+            n = getattr(item, "nbytes", 0)
+        except Exception:  # a user's object whose nbytes property raises
+            return
+        if isinstance(n, int) and n > SMALL_ITEM_BYTES:
+            for port in self._auto:
+                port.channel._lower_capacity(DEFAULT_CAPACITY)
+                port.auto = False
+            self._auto = []
 
     def done(self) -> None:
         """This stage will send nothing more."""

@@ -1,0 +1,70 @@
+"""A stage's input capacity, when not given, is sized by the items that pass."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import flowgpu as fg
+from flowgpu.graph import DEFAULT_CAPACITY, SMALL_ITEM_BYTES, SMALL_ITEMS_CAPACITY
+
+
+def _pulled_while_sink_is_held(make_item, parked) -> int:
+    gate = threading.Event()
+    entered = threading.Event()
+    pulled = [0]
+    seen: list[int] = []
+
+    def items():
+        for i in range(200):
+            pulled[0] += 1
+            yield make_item(i)
+
+    def hold(x):
+        entered.set()
+        gate.wait()
+
+    def release_when_stuck():
+        assert entered.wait(10)
+        parked.wait_for(1)  # the source, on its send into the full channel
+        seen.append(pulled[0])
+        gate.set()
+
+    g = fg.Graph("cap")
+    g.source(items).sink(hold)
+    t = threading.Thread(target=release_when_stuck)
+    t.start()
+    try:
+        g.run()
+    finally:
+        gate.set()
+        t.join()
+    return seen[0]
+
+
+def test_small_items_get_the_large_default(parked):
+    # the source holds one item, the channel is full, the sink holds one
+    assert _pulled_while_sink_is_held(int, parked) == 1 + SMALL_ITEMS_CAPACITY + 1
+
+
+def test_a_large_item_lowers_the_default_for_the_rest_of_the_run(parked):
+    big = SMALL_ITEM_BYTES // 8 + 1  # float64 elements: just over the threshold
+
+    def make(i):
+        return np.full(big, i, np.float64)
+
+    assert _pulled_while_sink_is_held(make, parked) == 1 + DEFAULT_CAPACITY + 1
+
+
+
+@pytest.mark.parametrize("capacity", [None, 0, 8])
+def test_every_item_arrives_in_order_whatever_the_capacity(capacity):
+    items = [np.full(20_000, i) if i % 3 == 0 else i for i in range(60)]
+    g = fg.Graph("mixed")
+    g.source(items).map(lambda x: x, capacity=capacity, workers=2).collect("o")
+    out = g.run()["o"]
+    assert len(out) == 60
+    for i, x in enumerate(out):
+        assert (x[0] if isinstance(x, np.ndarray) else x) == i

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -32,24 +32,9 @@ __all__ = ["PinnedBuffer", "PinnedPool", "size_class", "CancelContext"]
 #: The smallest size class: one page. Smaller requests share it.
 MIN_CLASS = 4096
 
-#: A context other than flowgpu's own cannot wake a parked acquire; for those a
-#: blocked acquire re-checks ``done`` this often. flowgpu.Context wakes it.
-_FOREIGN_CTX_CHECK_S = 0.05
-
-
-class CancelContext(Protocol):
-    """What :meth:`PinnedPool.acquire` needs from a context.
-
-    ``done`` is an Event-like object set on cancel; ``check()`` raises
-    :class:`~flowgpu.errors.Cancelled` (or ``DeadlineExceeded``) once done.
-    A :class:`flowgpu.Context` wakes a blocked acquire the moment it is
-    cancelled; any other object with these two members is re-checked every
-    50 ms while blocked.
-    """
-
-    done: Any
-
-    def check(self) -> None: ...
+#: What a blocked acquire can be cancelled by: a flowgpu Context, which wakes
+#: it the moment it is cancelled or its deadline passes.
+CancelContext = Context
 
 
 def _copy_done(buf: PinnedBuffer) -> bool:
@@ -284,11 +269,11 @@ class PinnedPool:
         """Reserve a buffer: ``(reused buffer or None to allocate, evicted buffer)``.
 
         Parks on a fresh Waiter while none can be handed out, and retries when
-        woken (by a release, close or cancel) or, for a foreign context, after
-        a short wait.
+        woken (by a release, close or cancel).
         """
-        # flowgpu's Context completes parked Waiters on cancel; others cannot.
-        register = ctx._register if isinstance(ctx, Context) else None
+        if ctx is not None and not isinstance(ctx, Context):
+            raise TypeError(f"ctx must be a flowgpu.Context, not {type(ctx).__name__}")
+        register = ctx._register if ctx is not None else None
         while True:
             with self._lock:
                 taken = self._try_take_locked(cls, ctx)
@@ -307,8 +292,6 @@ class PinnedPool:
                     wait = remaining if wait is None else min(wait, remaining)
                 if not register(waiter):  # already done: check() raises below
                     wait = 0.0
-            elif ctx is not None:
-                wait = _FOREIGN_CTX_CHECK_S if wait is None else min(wait, _FOREIGN_CTX_CHECK_S)
             _waiter.note_blocked(1)
             try:
                 waiter.park(None if wait is None else max(0.0, wait))

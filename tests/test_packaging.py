@@ -52,3 +52,12 @@ def test_built_wheel_contains_and_imports_every_package(tmp_path):
     assert install.returncode == 0, install.stderr
     path = _probe(env_path=str(target), cwd=tmp_path)
     assert pathlib.Path(path) == target / "flowgpu" / "kernels" / "image.py"
+
+
+@pytest.mark.parametrize("module", ["flowgpu.backends.ops_elementwise",
+                                    "flowgpu.backends.ops_index", "flowgpu.numeric",
+                                    "flowgpu.kernels.etl", "flowgpu.graphs.thumbnails"])
+def test_each_module_imports_first(module, tmp_path):
+    out = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -392,7 +392,6 @@ def test_case12_result_written_into_a_strided_slice_changes_only_those_elements(
 
 # 13 -----------------------------------------------------------------------------------
 def test_case13_empty_batches_give_empty_outputs_and_launch_nothing(monkeypatch):
-    # imported here: importing it before flowgpu.numeric is a circular import
     from flowgpu.backends import ops_elementwise
 
     launches = []

@@ -79,7 +79,6 @@ def test_case12_gpu_stage_on_a_strided_slice_changes_only_those_elements():
 
 
 def test_case13_empty_batches_through_gpu_stages_launch_nothing(monkeypatch):
-    # imported here: importing it before flowgpu.numeric is a circular import
     from flowgpu.backends import ops_elementwise
 
     launches = []

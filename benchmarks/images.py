@@ -14,6 +14,7 @@ median per variant is reported, with ratios measured side by side.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pathlib
 import statistics
@@ -67,7 +68,53 @@ def run_pool(root, out, files, params, workers):
 def run_flowgpu(root, out, files, params, workers):
     report = th.run_job(root, out, device="cpu", workers=workers, **params)
     assert len(report["rows"]) == len(files) and not report.errors
-    return report
+    return report["rows"]
+
+
+def _compute(item, params):
+    meta, pixels = item
+    img = im.to_float(pixels, device="cpu")
+    img = th.fit_box(img, device="cpu", box=params["box"])
+    img = im.gaussian_blur(img, device="cpu", sigma=params["sigma"])
+    img = im.unsharp_mask(img, device="cpu", sigma=params["usm_sigma"], amount=params["amount"])
+    thumb = im.to_uint8(img, device="cpu")
+    return meta, thumb, im.histogram(thumb, device="cpu")
+
+
+def run_pypeln(root, out, files, params, workers):
+    """The same three steps as pypeln thread stages, written the pypeln way."""
+    import pypeln as pl
+
+    stage = pl.thread.map(lambda f: th.decode(root, f, f), files, workers=workers, maxsize=8)
+    stage = pl.thread.map(lambda item: _compute(item, params), stage, workers=1, maxsize=8)
+    stage = pl.thread.map(lambda t: th.encode(t, out, "png", 90), stage, workers=workers,
+                          maxsize=8)
+    return list(stage)
+
+
+def run_dask(root, out, files, params, workers):
+    """dask.bag over the files, the threaded scheduler, a few partitions per thread."""
+    import dask
+    import dask.bag as db
+
+    with dask.config.set(scheduler="threads", num_workers=workers):
+        bag = db.from_sequence(files, npartitions=4 * workers)
+        return bag.map(lambda f: process_one(root, out, f, params)).compute()
+
+
+def _mpire_one(shared, path):
+    root, out, params = shared
+    return process_one(root, out, path, params)
+
+
+def run_mpire(root, out, files, params, workers):
+    """mpire's process pool: one process per CPU, no GIL between them. Spawned,
+    not forked: a fork after Numba's threads started can kill the child."""
+    from mpire import WorkerPool
+
+    with WorkerPool(n_jobs=workers, shared_objects=(root, out, params),
+                    start_method="spawn") as pool:
+        return pool.map(_mpire_one, files, chunk_size=4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,16 +140,34 @@ def main(argv: list[str] | None = None) -> int:
                 lambda o: run_pool(root, o, files, params, args.workers),
             f"flowgpu graph (decode/encode x{args.workers}, device=cpu)":
                 lambda o: run_flowgpu(root, o, files, params, args.workers),
+            f"pypeln thread stages (decode/encode x{args.workers})":
+                lambda o: run_pypeln(root, o, files, params, args.workers),
+            f"dask.bag (threads, {args.workers} workers)":
+                lambda o: run_dask(root, o, files, params, args.workers),
+            f"mpire process pool ({args.workers} processes)":
+                lambda o: run_mpire(root, o, files, params, args.workers),
         }
+        for name in list(variants):  # the peers come with the bench extra
+            module = name.split()[0].split(".")[0]
+            if module in ("pypeln", "dask", "mpire") and importlib.util.find_spec(module) is None:
+                print(f"{name}: not installed (pip install flowgpu[bench])", file=sys.stderr)
+                del variants[name]
         # warm-up: every kernel compiled (or loaded from Numba's cache) before timing
         process_one(root, pathlib.Path(tmp) / "warm", files[0], params)
         times: dict[str, list[float]] = {k: [] for k in variants}
+        want = None
         for r in range(args.rounds):
             for name, fn in variants.items():
                 out = pathlib.Path(tmp) / f"out-{r}-{len(times[name])}-{hash(name) & 0xffff}"
                 t0 = time.perf_counter()
-                fn(out)
+                rows = fn(out)
                 times[name].append(time.perf_counter() - t0)
+                # every contender must produce the same thumbnails' statistics
+                got = sorted(tuple(str(v) for k, v in sorted(row.items())
+                                   if k == "path" or k.startswith(("mean_", "std_")))
+                             for row in rows)
+                want = want or got
+                assert got == want, f"{name} produced different results"
     base = statistics.median(times["sequential script (1 thread)"])
     pool = statistics.median(next(v for k, v in times.items() if k.startswith("ThreadPool")))
     print(f"## Thumbnail job: {len(files)} images ({mbytes:.0f} MB of PNG), "

@@ -16,26 +16,10 @@ import time
 
 import numpy as np
 import pytest
+from sources import Counted
 
 import flowgpu as fg
 from flowgpu.kernels import etl, image
-
-
-class Counted:
-    """A re-runnable generator source counting the items pulled; ``closed``: its finally ran."""
-
-    def __init__(self, n: int | None = None) -> None:
-        self.n = n
-        self.pulled = 0
-        self.closed = threading.Event()
-
-    def __call__(self):
-        try:
-            for i in (itertools.count() if self.n is None else range(self.n)):
-                self.pulled += 1
-                yield i
-        finally:
-            self.closed.set()
 
 
 def _engine_threads() -> list[threading.Thread]:

@@ -8,33 +8,16 @@ waits until the engine itself reports ``n`` parked channel operations.
 from __future__ import annotations
 
 import collections
-import itertools
 import threading
 import time
 
 import pytest
+from sources import Counted
 
 import flowgpu as fg
 
 WORKERS = [1, 2, 4]
 CAPACITIES = [0, 1, 8]
-
-
-class Counted:
-    """A re-runnable source (a generator function) that counts the items pulled."""
-
-    def __init__(self, n: int | None) -> None:
-        self.n = n
-        self.pulled = 0
-        self.closed = threading.Event()
-
-    def __call__(self):
-        try:
-            for i in (itertools.count() if self.n is None else range(self.n)):
-                self.pulled += 1
-                yield i
-        finally:
-            self.closed.set()
 
 
 def wait_n(sem: threading.Semaphore, n: int, timeout: float = 10.0) -> None:

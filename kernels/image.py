@@ -216,7 +216,12 @@ def unsharp_mask(run, img, sigma=1.0, amount=1.0):
     return run(_sharpen, img, gaussian_blur.fn(run, img, sigma=sigma), amount=amount)
 
 
-@kernel(out="like:img")
+def _sobel_out(img):
+    # a gradient magnitude leaves an integer type's range: float32 for those
+    return img.shape, (img.dtype if img.dtype.kind == "f" else np.dtype(np.float32))
+
+
+@kernel(out=_sobel_out)
 def _sobel(out, y, x, c, img):
     h1 = img.shape[0] - 1
     w1 = img.shape[1] - 1
@@ -240,7 +245,8 @@ def _sobel(out, y, x, c, img):
 @composite(ndim={"img": (2, 3)})
 def sobel(run, img):
     """Sobel gradient magnitude per channel, ``hypot(sobel(axis=0), sobel(axis=1))``
-    with ``mode="nearest"`` edges (as ``scipy.ndimage.sobel``)."""
+    with ``mode="nearest"`` edges (as ``scipy.ndimage.sobel``). Float images keep
+    their dtype; integer images give float32 (the magnitude leaves their range)."""
     return _like_input(run(_sobel, _as3d(img)), img)
 
 

@@ -146,3 +146,16 @@ def test_image_kernels_on_views(photo):
     np.testing.assert_allclose(im.gaussian_blur(view, sigma=1.0, device="cpu"),
                                im.gaussian_blur(np.ascontiguousarray(view), sigma=1.0,
                                                 device="cpu"), atol=0)
+
+
+def test_sobel_of_an_integer_image_is_float32_and_does_not_wrap():
+    import scipy.ndimage as ndi
+
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    out = im.sobel(img, device="cpu")
+    f = img.astype(np.float64)
+    ref = np.stack([np.hypot(ndi.sobel(f[..., c], 0, mode="nearest"),
+                             ndi.sobel(f[..., c], 1, mode="nearest")) for c in range(3)], -1)
+    assert out.dtype == np.float32 and ref.max() > 255
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-3)

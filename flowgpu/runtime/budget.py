@@ -23,7 +23,7 @@ from .. import _waiter
 from .._waiter import Waiter
 from ..channel import Channel
 from ..context import Context
-from .flow import Intake, Outlet, Port
+from .flow import Intake, Outlet, Port, array_nbytes
 
 __all__ = ["ByteBudget", "BudgetedOutlet", "BudgetedIntake", "nbytes_of", "is_device_item"]
 
@@ -34,15 +34,9 @@ def is_device_item(item: Any) -> bool:
 
 def nbytes_of(item: Any) -> int:
     """Bytes of an array item (host or device), or of a tuple/list of arrays; 0 otherwise."""
-    try:
-        n = getattr(item, "nbytes", None)
-    except Exception:  # a user's object with a raising property: not an array
-        return 0
-    if isinstance(n, int):
-        return n
     if isinstance(item, (tuple, list)):
         return sum(nbytes_of(x) for x in item[:64])
-    return 0
+    return array_nbytes(item)
 
 
 class ByteBudget:

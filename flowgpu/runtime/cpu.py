@@ -20,7 +20,7 @@ from ..context import Context
 from ..errors import Cancelled, KernelError, StageError, StageKernelError
 from ..graph import StageSpec
 from ..report import WorkerStats
-from .flow import Intake, Outlet, ReorderBuffer
+from .flow import Intake, Outlet, ReorderBuffer, array_nbytes
 
 __all__ = ["StageRun", "Hooks"]
 
@@ -227,10 +227,10 @@ def _map_loop(stage: StageRun, st: WorkerStats) -> None:
             t3 = _clock()
             if spans is not None:
                 spans.append((seq, t1, t2))
-            bytes_in = _nbytes(item)
+            bytes_in = array_nbytes(item)
             bytes_out = 0
             for out in outs:
-                bytes_out += _nbytes(out)
+                bytes_out += array_nbytes(out)
             last = (t1 - t0, t2 - t1, t3 - t2, depth, bytes_in, bytes_out)
             _credit(st, last, 1)
             if depth > st.depth_max:
@@ -289,7 +289,7 @@ def _source_loop(stage: StageRun, st: WorkerStats) -> None:
             t1 = _clock()
             if spans is not None:
                 spans.append((index, t0, t1))
-            nbytes = _nbytes(item)
+            nbytes = array_nbytes(item)
             outlet.send(item)
             t2 = _clock()
             st.busy_s += t1 - t0
@@ -316,17 +316,6 @@ def _source_loop(stage: StageRun, st: WorkerStats) -> None:
                 # cleanly; when the run is already failing, that error wins.
                 if ended:
                     raise StageError(stage.name, index, cause=exc, has_item=False) from exc
-
-
-def _nbytes(item: Any) -> int:
-    """An item's byte size for the metrics: its ``nbytes`` when that is an int
-    (an array's), else 0; never raises (an ``nbytes`` method or a raising
-    property on a user's object must not fail the run)."""
-    try:
-        n = getattr(item, "nbytes", 0)
-    except Exception:
-        return 0
-    return n if isinstance(n, int) else 0
 
 
 def _credit_source(st: WorkerStats, last: tuple, n: int) -> None:
@@ -418,7 +407,7 @@ def _collect_loop(stage: StageRun, st: WorkerStats) -> None:
         st.depth_sum += depth
         if depth > st.depth_max:
             st.depth_max = depth
-        st.bytes_in += _nbytes(item)
+        st.bytes_in += array_nbytes(item)
         out.append(finish(item))
         st.busy_s += _clock() - t1
 

@@ -20,7 +20,18 @@ from ..channel import Channel
 from ..context import Context
 from ..graph import DEFAULT_CAPACITY, SMALL_ITEM_BYTES
 
-__all__ = ["Port", "Outlet", "Intake", "ReorderBuffer"]
+__all__ = ["Port", "Outlet", "Intake", "ReorderBuffer", "array_nbytes"]
+
+
+def array_nbytes(item: Any) -> int:
+    """An item's ``nbytes`` when that is an int (an array's, host or device),
+    else 0. Never raises: an ``nbytes`` method, or a property that raises, on
+    a user's object must not fail the run."""
+    try:
+        n = getattr(item, "nbytes", 0)
+    except Exception:
+        return 0
+    return n if isinstance(n, int) else 0
 
 
 class Port:
@@ -99,11 +110,7 @@ class Outlet:
         """Channels whose capacity was not given hold many small items (fewer
         hand-offs per item) but few large ones (bounded memory): the first
         large item lowers them for the rest of the run."""
-        try:
-            n = getattr(item, "nbytes", 0)
-        except Exception:  # a user's object whose nbytes property raises
-            return
-        if isinstance(n, int) and n > SMALL_ITEM_BYTES:
+        if array_nbytes(item) > SMALL_ITEM_BYTES:
             for port in self._auto:
                 port.channel._lower_capacity(DEFAULT_CAPACITY)
                 port.auto = False

@@ -7,30 +7,12 @@ import threading
 import time
 
 import pytest
+from threads import catching, spawn
 
 import flowgpu as fg
 from flowgpu.channel import blocked_operations
 
 CAPACITIES = [0, 1, 8]
-
-
-def spawn(fn, *args):
-    t = threading.Thread(target=fn, args=args)
-    t.start()
-    return t
-
-
-def catching(fn, *args):
-    """Run fn on a thread; return (thread, box) where box gets its result or exception."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    return spawn(run), box
 
 
 # -- construction ------------------------------------------------------------------

@@ -6,23 +6,10 @@ import threading
 import time
 
 import pytest
+from threads import catching
 
 import flowgpu as fg
 from flowgpu.channel import blocked_operations
-
-
-def catching(fn, *args):
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t, box
 
 
 def test_recv_case_takes_ready_item():

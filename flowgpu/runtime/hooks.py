@@ -33,6 +33,8 @@ class RunHooks(Hooks):
             self.pin_plan = plan_pinning(slots, pin, topology())
             self._cpus = dict(self.pin_plan.cpus)
         self._max_buffers = max_buffers
+        # only a run with device stages can hand a collect a DeviceItem
+        self.unwraps_collected = any(n.device == "gpu" for n in plan.nodes.values())
         self._pool: Any = None
         self._closers: list[Any] = []
 
@@ -51,6 +53,8 @@ class RunHooks(Hooks):
         return frozenset(os.sched_getaffinity(0))
 
     def collected_value(self, item: Any) -> Any:
+        if not self.unwraps_collected:
+            return item
         from .gpu import DeviceItem
 
         if isinstance(item, DeviceItem):  # collect(on="device"): ready and unwrapped

@@ -216,10 +216,32 @@ class Channel(Generic[T]):
             except ValueError:
                 pass
 
-    def _lower_capacity(self, capacity: int) -> None:
-        """Runtime use: hold fewer items from now on (parked senders wait longer)."""
+    def _poll(self) -> tuple[bool, Any]:
+        """Runtime use: ``(True, item)`` if an item is ready now, else
+        ``(False, None)``; never blocks, never raises."""
         with self._lock:
-            self._capacity = min(self._capacity, capacity)
+            return self._take_locked()
+
+    def _snapshot(self) -> list[Any]:
+        """Runtime use: the buffered items, oldest first (a copy)."""
+        with self._lock:
+            return list(self._buf)
+
+    def _set_capacity(self, capacity: int) -> None:
+        """Runtime use: hold up to ``capacity`` items from now on. Lowering it
+        keeps what is buffered (parked senders wait longer); raising it lets
+        parked senders in at once."""
+        entries = []
+        with self._lock:
+            self._capacity = capacity
+            buf, sendq = self._buf, self._sendq
+            while sendq and len(buf) < capacity:
+                e = sendq.popleft()
+                if e.waiter.try_claim():
+                    buf.append(e.value)
+                    entries.append(e)
+        for e in entries:
+            e.waiter.complete(e.index, None)
 
     def _describe(self, what: str) -> str:
         return f"{what} ({self.name})" if self.name else what

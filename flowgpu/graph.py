@@ -27,10 +27,15 @@ if TYPE_CHECKING:
 __all__ = ["Graph", "Stream", "StageSpec", "zip"]
 
 ON_ERROR = ("raise", "skip", "retry")
-#: a stage's input capacity when not given: SMALL_ITEMS_CAPACITY while the items
-#: are small, DEFAULT_CAPACITY from the first item of more than SMALL_ITEM_BYTES
+#: A stage's input channel when its capacity is not given: while the items are
+#: small it holds SMALL_ITEMS_CAPACITY items, moved in batches of at most
+#: SMALL_ITEMS_BATCH items and about BATCH_BYTES (so the batches shrink as the
+#: items grow); from the first item of more than SMALL_ITEM_BYTES it holds
+#: DEFAULT_CAPACITY items, moved one at a time. (runtime/flow.py: Port)
 DEFAULT_CAPACITY = 8
-SMALL_ITEMS_CAPACITY = 64
+SMALL_ITEMS_BATCH = 256
+SMALL_ITEMS_CAPACITY = 4 * SMALL_ITEMS_BATCH
+BATCH_BYTES = 1 << 20
 SMALL_ITEM_BYTES = 64 * 1024
 #: stage kinds that end a stream
 TERMINAL = ("sink", "collect")

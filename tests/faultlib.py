@@ -67,7 +67,7 @@ class HStage:
     kind: str  # source map filter flat_map batch unbatch zip unzip gpu to_arr to_int sink
     inputs: tuple[str, ...] = ()  # producers (several: a merge; for zip: one per input)
     workers: int = 1
-    capacity: int = 8
+    capacity: int | None = 8  # None: sized by the engine (small items move in batches)
     ordered: bool = True
     mod: int = 1  # filter: drop x % mod == 0; flat_map: repeat x when x % mod == 0
     size: int = 1  # batch size
@@ -175,7 +175,7 @@ def make_case(seed: int, gpu: bool | None = None) -> Case:
     budget = rng.randint(1, 6)  # function stages in the graph (the sink included)
 
     def opts() -> dict[str, Any]:
-        return dict(workers=rng.randint(1, 4), capacity=rng.randint(0, 8),
+        return dict(workers=rng.randint(1, 4), capacity=rng.choice([None, None, 0, 1, 2, 4, 8]),
                     ordered=rng.random() < 0.6)
 
     def add(kind: str, inputs: tuple[str, ...], **kw: Any) -> str:

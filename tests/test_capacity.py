@@ -8,17 +8,18 @@ import numpy as np
 import pytest
 
 import flowgpu as fg
-from flowgpu.graph import DEFAULT_CAPACITY, SMALL_ITEM_BYTES, SMALL_ITEMS_CAPACITY
+from flowgpu.graph import (DEFAULT_CAPACITY, SMALL_ITEM_BYTES, SMALL_ITEMS_BATCH,
+                           SMALL_ITEMS_CAPACITY)
 
 
-def _pulled_while_sink_is_held(make_item, parked) -> int:
+def _pulled_while_sink_is_held(make_item, parked, n: int = 200) -> int:
     gate = threading.Event()
     entered = threading.Event()
     pulled = [0]
     seen: list[int] = []
 
     def items():
-        for i in range(200):
+        for i in range(n):
             pulled[0] += 1
             yield make_item(i)
 
@@ -44,9 +45,13 @@ def _pulled_while_sink_is_held(make_item, parked) -> int:
     return seen[0]
 
 
-def test_small_items_get_the_large_default(parked):
-    # the source holds one item, the channel is full, the sink holds one
-    assert _pulled_while_sink_is_held(int, parked) == 1 + SMALL_ITEMS_CAPACITY + 1
+def test_small_items_get_the_large_default_in_batches(parked):
+    # The channel is full (SMALL_ITEMS_CAPACITY items in full batches); the
+    # source is stuck shipping the next full batch; the sink holds one item and
+    # the rest of the batch it took (a single item if it took it while hungry).
+    pulled = _pulled_while_sink_is_held(int, parked, SMALL_ITEMS_CAPACITY + 4 * SMALL_ITEMS_BATCH)
+    assert SMALL_ITEMS_CAPACITY + SMALL_ITEMS_BATCH < pulled
+    assert pulled <= SMALL_ITEMS_CAPACITY + 2 * SMALL_ITEMS_BATCH
 
 
 def test_a_large_item_lowers_the_default_for_the_rest_of_the_run(parked):

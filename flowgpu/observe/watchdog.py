@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from ..channel import Channel
-from ..runtime.cpu import StageRun
+from ..runtime.cpu import SOURCE_CALLERS, STAGE_CALLERS
 from ..runtime.observe import Observer, RunView
 
 __all__ = ["StallWatchdog", "describe_workers"]
@@ -25,7 +25,6 @@ log = logging.getLogger("flowgpu.stall")
 
 _SEND = Channel.send.__code__
 _RECV = Channel.recv.__code__
-_APPLY = StageRun.apply.__code__
 
 
 class StallWatchdog(Observer):
@@ -94,10 +93,10 @@ def _where(frame: FrameType) -> str:
         if code is _SEND or code is _RECV:
             ch = f.f_locals.get("self")
             return _channel_state(ch, sending=code is _SEND)
-        if code is _APPLY and inner is not None:
+        if code in STAGE_CALLERS and inner is not None:
             return (f"[in stage function] {inner.f_code.co_name} "
                     f"({inner.f_code.co_filename}:{inner.f_lineno})")
-        if code.co_name == "_source_loop" and inner is not None:
+        if code in SOURCE_CALLERS and inner is not None:
             return (f"[in source] {inner.f_code.co_name} "
                     f"({inner.f_code.co_filename}:{inner.f_lineno})")
         inner, f = f, f.f_back

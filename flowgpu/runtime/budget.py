@@ -149,9 +149,9 @@ class BudgetedIntake(Intake):
 
     __slots__ = ("_budgets",)
 
-    def __init__(self, channel: Channel, ctx: Context, window: int | None,
+    def __init__(self, port: Port, ctx: Context, window: int | None,
                  budgets: dict[str, ByteBudget]) -> None:
-        super().__init__(channel, ctx, window)
+        super().__init__(port, ctx, window)
         self._budgets = budgets
 
     def take(self) -> tuple[int, Any]:

@@ -20,7 +20,7 @@ from ..context import Context
 from ..errors import Cancelled, KernelError, StageError, StageKernelError
 from ..graph import StageSpec
 from ..report import WorkerStats
-from .flow import Intake, Outlet, ReorderBuffer, array_nbytes
+from .flow import _PLAIN, Intake, Outlet, ReorderBuffer, array_nbytes
 
 __all__ = ["StageRun", "Hooks"]
 
@@ -32,8 +32,11 @@ class Hooks:
 
     ``worker_start(stage, worker_index) -> cpus or None`` runs first in the
     worker's own thread (pinning lives there); ``collected_value(item)`` is what
-    a ``collect`` keeps of an item (a device collect unwraps device items).
+    a ``collect`` keeps of an item (a device collect unwraps device items);
+    ``unwraps_collected`` is False when that is always the item itself.
     """
+
+    unwraps_collected = False
 
     def worker_start(self, stage: StageRun, worker: int) -> frozenset[int] | None:
         return None
@@ -72,6 +75,11 @@ class StageRun:
         self.started = self.ended = 0.0
         self._alive = spec.workers
         self._lock = threading.Lock()  # guards _alive; nobody waits on it
+        # one worker between batched ports, untraced: a batch at a time
+        self.chained = spec.workers == 1 and not trace and (
+            (spec.kind == "source" and outlet is not None and outlet.batched_single)
+            or (spec.kind in _CHAIN_LOOPS and len(intakes) == 1 and intakes[0].port.batched
+                and (outlet is None or outlet.batched_single)))
         self.reorder: ReorderBuffer | None = None
         if spec.ordered and spec.workers > 1 and outlet is not None:
             self.reorder = ReorderBuffer(outlet.send, intakes[0].release)
@@ -85,7 +93,8 @@ class StageRun:
                 self.started = _clock()
         try:
             st.cpus = self.hooks.worker_start(self, worker)
-            _LOOPS[self.kind](self, st)
+            loop = _CHAIN_LOOPS.get(self.kind) if self.chained else None
+            (loop or _LOOPS[self.kind])(self, st)
         finally:
             with self._lock:
                 self._alive -= 1
@@ -106,37 +115,49 @@ class StageRun:
         ``backoff * 2**k`` seconds (waiting on the run's context, so a cancel
         cuts it short), then raises like ``"raise"``.
         """
+        try:
+            return self._call(item)
+        except Exception as exc:
+            return self.recover(seq, item, exc, st)
+
+    def recover(self, seq: int, item: Any, exc: Exception, st: WorkerStats) -> list[Any]:
+        """The stage function raised ``exc`` on item ``seq``: apply the error
+        policy (see :meth:`apply`); the item's outputs if a retry succeeds."""
         spec = self.spec
-        kind = self.kind
-        fn = self.invoke
         attempt = 0
         while True:
-            try:
-                if kind == "map":
-                    return [fn(item)]
-                if kind == "filter":
-                    return [item] if fn(item) else []
-                if kind == "flat_map":
-                    return list(fn(item))
-                if kind == "unbatch":
-                    return list(item)
-                fn(item)  # sink
-                return []
-            except Exception as exc:
-                if isinstance(exc, Cancelled) and self.ctx.err is not None:
-                    raise  # the run is ending; not this item's fault
-                if spec.on_error == "retry" and attempt < spec.retries:
-                    attempt += 1
-                    if self.ctx.done.wait(spec.backoff * 2 ** (attempt - 1)):
-                        self.ctx.check()
+            if isinstance(exc, Cancelled) and self.ctx.err is not None:
+                raise exc  # the run is ending; not this item's fault
+            if spec.on_error == "retry" and attempt < spec.retries:
+                attempt += 1
+                if self.ctx.done.wait(spec.backoff * 2 ** (attempt - 1)):
+                    self.ctx.check()
+                try:
+                    return self._call(item)
+                except Exception as again:
+                    exc = again
                     continue
-                cls = StageKernelError if isinstance(exc, KernelError) else StageError
-                err = cls(self.name, seq, item, cause=exc, fn=self._replay_fn())
-                if spec.on_error == "skip":
-                    st.errors += 1
-                    self.dead_letters.append(err)
-                    return []
-                raise err from exc
+            cls = StageKernelError if isinstance(exc, KernelError) else StageError
+            err = cls(self.name, seq, item, cause=exc, fn=self._replay_fn())
+            if spec.on_error == "skip":
+                st.errors += 1
+                self.dead_letters.append(err)
+                return []
+            raise err from exc
+
+    def _call(self, item: Any) -> list[Any]:
+        kind = self.kind
+        fn = self.invoke
+        if kind == "map":
+            return [fn(item)]
+        if kind == "filter":
+            return [item] if fn(item) else []
+        if kind == "flat_map":
+            return list(fn(item))
+        if kind == "unbatch":
+            return list(item)
+        fn(item)  # sink
+        return []
 
     def _replay_fn(self) -> Callable[[Any], Any]:
         fn = self.invoke
@@ -184,7 +205,6 @@ def _map_loop(stage: StageRun, st: WorkerStats) -> None:
     release = intake.release
     apply = stage.apply
     spans = st.spans
-    channel = intake.channel
     # items left untimed before the next timed one; -1: never time (metrics off)
     skip = 0 if stage.metrics or spans is not None else -1
     untimed = 0  # items untimed since the last timed one, to credit
@@ -208,7 +228,7 @@ def _map_loop(stage: StageRun, st: WorkerStats) -> None:
             st.items_in += 1
             if timing:
                 t1 = _clock()
-                depth = len(channel)
+                depth = intake.depth()
             outs = apply(seq, item, st)
             if timing:
                 t2 = _clock()
@@ -244,6 +264,147 @@ def _map_loop(stage: StageRun, st: WorkerStats) -> None:
             _credit(st, last, untimed)
 
 
+def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
+    """map, flat_map, filter, unbatch and sink with one worker between
+    batched ports: a batch of inputs at a time, one clock read per batch.
+
+    Each output goes into the consumer's open batch as soon as it is made
+    (never held back while the stage function runs on the next item), so
+    what a blocked stage function waits for downstream is never stranded
+    here. Errors go through the same policy as one item at a time.
+    """
+    intake = stage.intakes[0]
+    outlet = stage.outlet
+    port = outlet.ports[0] if outlet is not None else None
+    put = port.put if port is not None else None
+    ctx = stage.ctx
+    kind = stage.kind
+    fn = stage.invoke
+    recover = stage.recover
+    nbytes = array_nbytes
+    while True:
+        t0 = _clock()
+        try:
+            seq, items = intake.take_many()
+        except ChannelClosed:
+            return
+        t1 = _clock()
+        n = len(items)
+        depth = intake.depth()
+        blocked = 0.0
+        bytes_in = bytes_out = 0
+        if kind == "map" and port is not None:
+            blocked, bytes_in, bytes_out = _map_batch(stage, seq, items, port, st)
+            items = ()
+        for item in items:
+            st.items_in += 1
+            bytes_in += nbytes(item)
+            try:
+                if kind == "map":
+                    outs = (fn(item),)
+                elif kind == "filter":
+                    outs = (item,) if fn(item) else ()
+                elif kind == "flat_map":
+                    outs = list(fn(item))
+                elif kind == "unbatch":
+                    outs = list(item)
+                else:
+                    fn(item)  # sink
+                    outs = ()
+            except Exception as exc:
+                outs = recover(seq, item, exc, st)
+            seq += 1
+            for out in outs:
+                b = nbytes(out)
+                if b > outlet.fit_above:
+                    outlet._fit(out)
+                bytes_out += b
+                blocked += put(out, ctx)
+                st.items_out += 1
+        t2 = _clock()
+        st.starved_s += t1 - t0
+        st.busy_s += t2 - t1 - blocked
+        st.blocked_s += blocked
+        st.takes += n
+        st.depth_sum += depth * n
+        if depth > st.depth_max:
+            st.depth_max = depth
+        st.bytes_in += bytes_in
+        st.bytes_out += bytes_out
+
+
+def _map_batch(stage: StageRun, seq: int, items: list[Any], port: Any,
+               st: WorkerStats) -> tuple[int, float, int, int]:
+    """The map case of :func:`_chain_loop`, with the port's append inlined
+    (this loop is most of a cheap pipeline's time). Returns the seconds
+    blocked shipping the outputs, and the bytes in and out."""
+    fn = stage.invoke
+    outlet = stage.outlet
+    ctx = stage.ctx
+    buf = port.open
+    limit = port.limit
+    nbytes = array_nbytes
+    plain = _PLAIN
+    blocked = 0.0
+    bytes_in = bytes_out = 0
+    for item in items:
+        st.items_in += 1
+        if type(item) not in plain:
+            bytes_in += nbytes(item)
+        try:
+            out = fn(item)
+        except Exception as exc:
+            for out in stage.recover(seq, item, exc, st):  # none when skipped
+                blocked += port.put(out, ctx)
+                bytes_out += nbytes(out)
+                st.items_out += 1
+            seq += 1
+            continue
+        seq += 1
+        st.items_out += 1
+        if type(out) not in plain:
+            b = nbytes(out)
+            if b > outlet.fit_above:
+                outlet._fit(out)
+                limit = port.limit
+            bytes_out += b
+        buf.append(out)
+        if len(buf) >= limit or port.hungry:
+            blocked += port.ship(ctx)
+    return blocked, bytes_in, bytes_out
+
+
+def _collect_chain_loop(stage: StageRun, st: WorkerStats) -> None:
+    """collect from a batched port: a batch at a time."""
+    intake = stage.intakes[0]
+    out = stage.collected
+    finish = stage.hooks.collected_value
+    plain = not stage.hooks.unwraps_collected
+    nbytes = array_nbytes
+    while True:
+        t0 = _clock()
+        try:
+            _, items = intake.take_many()
+        except ChannelClosed:
+            return
+        t1 = _clock()
+        n = len(items)
+        depth = intake.depth()
+        st.starved_s += t1 - t0
+        st.takes += n
+        st.depth_sum += depth * n
+        if depth > st.depth_max:
+            st.depth_max = depth
+        for item in items:
+            st.bytes_in += nbytes(item)
+        if plain:
+            out.extend(items)
+        else:
+            out.extend(finish(item) for item in items)
+        st.items_in += n
+        st.busy_s += _clock() - t1
+
+
 def _source_loop(stage: StageRun, st: WorkerStats) -> None:
     spec = stage.spec
     outlet = stage.outlet
@@ -262,6 +423,13 @@ def _source_loop(stage: StageRun, st: WorkerStats) -> None:
             it = iter(items)
         except Exception as exc:
             raise StageError(stage.name, None, cause=exc, has_item=False) from exc
+        if stage.chained:
+            try:
+                _pump(stage, st, it)
+            finally:
+                index = st.items_out
+            ended = True
+            return
         while True:
             timing = not skip
             if timing:
@@ -316,6 +484,52 @@ def _source_loop(stage: StageRun, st: WorkerStats) -> None:
                 # cleanly; when the run is already failing, that error wins.
                 if ended:
                     raise StageError(stage.name, index, cause=exc, has_item=False) from exc
+
+
+def _pump(stage: StageRun, st: WorkerStats, it: Any) -> None:
+    """The source loop into one batched port, with the port's append inlined
+    (see _map_batch). Returns when the iterator is exhausted; the counters
+    are brought up to date at each shipped batch and at the end."""
+    outlet = stage.outlet
+    port = outlet.ports[0]
+    ctx = stage.ctx
+    buf = port.open
+    limit = port.limit
+    plain = _PLAIN
+    nbytes = array_nbytes
+    index = 0
+    bytes_out = 0
+    mark = _clock()
+    try:
+        while True:
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            except Exception as exc:
+                if isinstance(exc, Cancelled) and stage.ctx.err is not None:
+                    raise
+                raise StageError(stage.name, index, cause=exc, has_item=False) from exc
+            index += 1
+            st.items_out = index
+            if type(item) not in plain:
+                b = nbytes(item)
+                if b > outlet.fit_above:
+                    outlet._fit(item)
+                    limit = port.limit
+                bytes_out += b
+            buf.append(item)
+            if len(buf) >= limit or port.hungry:
+                blocked = port.ship(ctx)
+                if blocked:
+                    now = _clock()
+                    st.busy_s += now - blocked - mark
+                    st.blocked_s += blocked
+                    mark = now
+    finally:
+        st.busy_s += _clock() - mark
+        st.items_out = index
+        st.bytes_out += bytes_out
 
 
 def _credit_source(st: WorkerStats, last: tuple, n: int) -> None:
@@ -392,7 +606,6 @@ def _collect_loop(stage: StageRun, st: WorkerStats) -> None:
     intake = stage.intakes[0]
     out = stage.collected
     finish = stage.hooks.collected_value
-    channel = intake.channel
     while True:
         t0 = _clock()
         try:
@@ -402,7 +615,7 @@ def _collect_loop(stage: StageRun, st: WorkerStats) -> None:
         t1 = _clock()
         st.starved_s += t1 - t0
         st.items_in += 1
-        depth = len(channel)
+        depth = intake.depth()
         st.takes += 1
         st.depth_sum += depth
         if depth > st.depth_max:
@@ -426,3 +639,18 @@ _LOOPS: dict[str, Callable[[StageRun, WorkerStats], None]] = {
     "zip": _zip_loop,
     "collect": _collect_loop,
 }
+
+_CHAIN_LOOPS: dict[str, Callable[[StageRun, WorkerStats], None]] = {
+    "map": _chain_loop,
+    "flat_map": _chain_loop,
+    "filter": _chain_loop,
+    "unbatch": _chain_loop,
+    "sink": _chain_loop,
+    "collect": _collect_chain_loop,
+}
+
+#: code objects of the engine's frames that call a stage function, and a
+#: source's iterator: the frame just inside one of them is the user's code
+#: (the stall watchdog reports it)
+STAGE_CALLERS = frozenset(f.__code__ for f in (StageRun._call, _chain_loop, _map_batch))
+SOURCE_CALLERS = frozenset(f.__code__ for f in (_source_loop, _pump))

@@ -21,7 +21,7 @@ from .. import device as devices
 from ..channel import Channel
 from ..context import Context, current_context
 from ..errors import FlowError, GraphError, StageError
-from ..graph import SMALL_ITEMS_CAPACITY, Graph
+from ..graph import SMALL_ITEMS_BATCH, SMALL_ITEMS_CAPACITY, Graph
 from ..report import RunReport, StageStats, device_segments
 from ..taskgroup import TaskGroup
 from .budget import BudgetedIntake, BudgetedOutlet, ByteBudget
@@ -208,14 +208,19 @@ def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
         stage_intakes = []
         for k, producers in enumerate(node.inputs):
             auto = spec.capacity is None
-            ch: Channel = Channel(SMALL_ITEMS_CAPACITY if auto else spec.capacity,
-                                  name=f"{name}[{k}]")
-            port = Port(ch, writers=len(producers), auto=auto)
+            # capacity not given: small items move in batches (see flow.Port);
+            # under a byte budget every item is counted as it moves, so not there
+            batched = auto and budgets is None
+            capacity = (SMALL_ITEMS_CAPACITY // SMALL_ITEMS_BATCH if batched
+                        else SMALL_ITEMS_CAPACITY if auto else spec.capacity)
+            ch: Channel = Channel(capacity, name=f"{name}[{k}]")
+            port = Port(ch, writers=len(producers), auto=auto,
+                        batch=SMALL_ITEMS_BATCH if batched else 0)
             for producer in producers:
                 ports[producer].append(port)
             window = 2 * spec.workers if needs_window else None
-            stage_intakes.append(Intake(ch, ctx, window) if budgets is None
-                                 else BudgetedIntake(ch, ctx, window, budgets))
+            stage_intakes.append(Intake(port, ctx, window) if budgets is None
+                                 else BudgetedIntake(port, ctx, window, budgets))
         intakes[name] = stage_intakes
     stages: dict[str, StageRun] = {}
     for name, node in nodes.items():

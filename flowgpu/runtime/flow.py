@@ -13,20 +13,29 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from ..channel import Channel
 from ..context import Context
-from ..graph import DEFAULT_CAPACITY, SMALL_ITEM_BYTES
+from ..graph import BATCH_BYTES, DEFAULT_CAPACITY, SMALL_ITEM_BYTES
 
 __all__ = ["Port", "Outlet", "Intake", "ReorderBuffer", "array_nbytes"]
+
+_clock = time.perf_counter
+
+
+# types that have no nbytes: checked first, as a failed getattr costs more
+_PLAIN = frozenset({int, float, complex, bool, str, bytes, tuple, list, dict, type(None)})
 
 
 def array_nbytes(item: Any) -> int:
     """An item's ``nbytes`` when that is an int (an array's, host or device),
     else 0. Never raises: an ``nbytes`` method, or a property that raises, on
     a user's object must not fail the run."""
+    if type(item) in _PLAIN:
+        return 0
     try:
         n = getattr(item, "nbytes", 0)
     except Exception:
@@ -35,17 +44,50 @@ def array_nbytes(item: Any) -> int:
 
 
 class Port:
-    """A stage's input channel and the count of stages still writing to it."""
+    """A stage's input channel and the count of stages still writing to it.
 
-    __slots__ = ("channel", "_writers", "_lock", "broadcast_lock", "auto")
+    A *batched* port (capacity not given, no byte budget) moves items in
+    lists. Producers append to the port's open batch, which is shipped into
+    the channel once it holds ``limit`` items, or at once when the consumer
+    is *hungry* (it found the channel and the open batch empty and is about
+    to wait). A consumer that finds the channel empty takes what the open
+    batch holds, however little. So every item is, as soon as it is
+    produced, where its consumer can reach it: no producer holds items back
+    while it waits or runs user code.
 
-    def __init__(self, channel: Channel, writers: int, auto: bool = False) -> None:
+    Batches adapt to the pace of the two sides: a consumer that keeps up gets
+    short batches without delay, one that falls behind gets full ones, with
+    one channel hand-off per batch instead of per item. The channel counts
+    batches: at most ``capacity * limit`` items wait in it, plus the open
+    batch.
+
+    The open batch is one list for the port's life. Appending to it takes no
+    lock (``list.append`` is atomic); taking a batch out of it (copy the
+    first ``n``, delete them) is done under ``_lock``, so an append that
+    lands meanwhile stays for the next batch. The consumer sets ``_hungry``
+    *before* it looks at the open batch and a producer reads it *after* it
+    appended, so one of the two always sees a new item: it is never left
+    behind while the consumer waits.
+    """
+
+    __slots__ = ("channel", "_writers", "_lock", "broadcast_lock", "auto", "batched",
+                 "limit", "open", "hungry")
+
+    def __init__(self, channel: Channel, writers: int, auto: bool = False,
+                 batch: int = 0) -> None:
         self.channel = channel
         self._writers = writers
         # True while the channel's capacity was not given and no large item
         # has been through it yet (see Outlet._fit)
         self.auto = auto
-        self._lock = threading.Lock()  # guards _writers; nobody waits on it
+        # batch > 0: items travel in lists of up to `limit` (see the class doc)
+        self.batched = batch > 0
+        self.limit = batch
+        self.open: list[Any] = []
+        self.hungry = False
+        # Guards _writers and taking batches out of `open`; held for a few
+        # list operations, never while sending or waiting.
+        self._lock = threading.Lock()
         # Held by a broadcasting outlet while it sends one item to all its
         # ports (see Outlet.send). Who waits: the other workers of that stage
         # and other broadcasts into this port. Who notifies: the holder, once
@@ -53,12 +95,70 @@ class Port:
         # so a cancel frees it.
         self.broadcast_lock = threading.Lock()
 
-    def writer_done(self) -> None:
+    def _cut(self) -> list[Any]:
+        """Take everything in the open batch out of it (under _lock)."""
+        buf = self.open
+        n = len(buf)
+        batch = buf[:n]
+        del buf[:n]
+        return batch
+
+    # -- producer side ---------------------------------------------------------------
+    def put(self, item: Any, ctx: Context) -> float:
+        """Append ``item`` to the open batch; ship the batch when it is full
+        or the consumer is waiting (may block on backpressure). Returns the
+        seconds it was blocked (0.0 when it did not ship)."""
+        buf = self.open
+        buf.append(item)
+        if len(buf) < self.limit and not self.hungry:
+            return 0.0
+        return self.ship(ctx)
+
+    def ship(self, ctx: Context) -> float:
+        """Send what the open batch holds into the channel (blocking while it
+        is full); the seconds it was blocked."""
+        with self._lock:
+            self.hungry = False
+            batch = self._cut()
+        if not batch:  # the consumer took it first
+            return 0.0
+        t = _clock()
+        self.channel.send(batch, ctx=ctx)
+        return _clock() - t
+
+    def writer_done(self, ctx: Context | None = None) -> None:
+        """One producer has finished; the last one ships the open batch and
+        closes the channel (a cancelled run drops the batch, as it drops
+        what waits in the channel)."""
         with self._lock:
             self._writers -= 1
-            last = self._writers == 0
-        if last:
+            if self._writers:
+                return
+        try:
+            self.ship(ctx)
+        finally:
             self.channel.close()
+
+    # -- consumer side ---------------------------------------------------------------
+    def take_batch(self, ctx: Context) -> list[Any]:
+        """The next batch: from the channel, else the open one, else wait.
+        Raises ChannelClosed once the producers are done and all is taken."""
+        ok, batch = self.channel._poll()
+        if ok:
+            return batch
+        self.hungry = True  # before looking: see the class doc
+        with self._lock:
+            batch = self._cut()
+        if batch:
+            self.hungry = False
+            return batch
+        return self.channel.recv(ctx=ctx)
+
+    def depth(self) -> int:
+        """Items waiting: in the channel and, when batched, in the open batch."""
+        if not self.batched:
+            return len(self.channel)
+        return sum(len(b) for b in self.channel._snapshot()) + len(self.open)
 
 
 class Outlet:
@@ -72,21 +172,34 @@ class Outlet:
     so; a single-port outlet takes none.
     """
 
-    __slots__ = ("ports", "_ctx", "_single", "_locks", "_auto")
+    __slots__ = ("ports", "_ctx", "_single", "_single_port", "_locks", "_auto", "fit_above")
 
     def __init__(self, ports: list[Port], ctx: Context) -> None:
         self.ports = ports
         self._ctx = ctx
         self._auto = [p for p in ports if p.auto]
-        self._single = ports[0].channel if len(ports) == 1 else None
+        #: items of more bytes than this resize the auto-sized ports (see _fit)
+        self.fit_above = self._threshold()
+        one = ports[0] if len(ports) == 1 else None
+        self._single = one.channel if one is not None and not one.batched else None
+        self._single_port = one if one is not None and one.batched else None
         self._locks = (tuple(sorted((p.broadcast_lock for p in ports), key=id))
                        if len(ports) > 1 else ())
+
+    @property
+    def batched_single(self) -> bool:
+        """One consumer, reached through a batched port."""
+        return self._single_port is not None
 
     def send(self, item: Any) -> None:
         """Blocks while a consumer's port is full (backpressure); raises the
         run's Cancelled/DeadlineExceeded when the run ends."""
-        if self._auto:
+        if self._auto and array_nbytes(item) > self.fit_above:
             self._fit(item)
+        port = self._single_port
+        if port is not None:
+            port.put(item, self._ctx)
+            return
         single = self._single
         if single is not None:
             single.send(item, ctx=self._ctx)
@@ -104,26 +217,46 @@ class Outlet:
                 lock.release()
 
     def _put(self, port: Port, item: Any) -> None:
-        port.channel.send(item, ctx=self._ctx)
+        if port.batched:
+            port.put(item, self._ctx)
+        else:
+            port.channel.send(item, ctx=self._ctx)
 
     def _fit(self, item: Any) -> None:
-        """Channels whose capacity was not given hold many small items (fewer
-        hand-offs per item) but few large ones (bounded memory): the first
-        large item lowers them for the rest of the run."""
-        if array_nbytes(item) > SMALL_ITEM_BYTES:
-            for port in self._auto:
-                port.channel._lower_capacity(DEFAULT_CAPACITY)
+        """Ports whose capacity was not given are sized by the largest item
+        seen so far: batches of at most SMALL_ITEMS_BATCH items and about
+        BATCH_BYTES, and from the first item over SMALL_ITEM_BYTES no batches
+        and DEFAULT_CAPACITY items, for the rest of the run. Many small items
+        make few hand-offs; large ones stay few in memory."""
+        n = array_nbytes(item)
+        for port in self._auto:
+            if n > SMALL_ITEM_BYTES:
+                port.channel._set_capacity(DEFAULT_CAPACITY)
+                port.limit = 1 if port.batched else 0
                 port.auto = False
-            self._auto = []
+            elif port.batched:
+                port.limit = max(1, min(port.limit, BATCH_BYTES // max(n, 1)))
+        self._auto = [p for p in self._auto if p.auto]
+        self.fit_above = self._threshold()
+
+    def _threshold(self) -> int:
+        above = 1 << 62
+        for port in self._auto:
+            above = min(above, SMALL_ITEM_BYTES,
+                        BATCH_BYTES // port.limit if port.batched else SMALL_ITEM_BYTES)
+        return above
 
     def done(self) -> None:
         """This stage will send nothing more."""
         for port in self.ports:
-            port.writer_done()
+            port.writer_done(self._ctx)
 
 
 class Intake:
     """Takes numbered items from a port, for one or several workers.
+
+    From a batched port it takes a batch at a time and hands out its items
+    one by one, to whichever worker asks next.
 
     With ``window`` set (ordered stages with several workers), a worker may
     take item ``n`` only while fewer than ``window`` taken items are still
@@ -131,12 +264,15 @@ class Intake:
     slots are a channel of tokens, so waiting for one honours the context.
     """
 
-    __slots__ = ("channel", "_ctx", "_seq", "_lock", "_slots")
+    __slots__ = ("port", "channel", "_ctx", "_seq", "_lock", "_slots", "_pending")
 
-    def __init__(self, channel: Channel, ctx: Context, window: int | None = None) -> None:
-        self.channel = channel
+    def __init__(self, port: Port, ctx: Context, window: int | None = None) -> None:
+        self.port = port
+        self.channel = port.channel
         self._ctx = ctx
         self._seq = 0
+        # items of the batch being handed out, last first (pop() is cheap)
+        self._pending: list[Any] = []
         # Makes "receive, then number" one step, so numbers follow channel
         # order. Who waits: the other workers of the stage, while one of them
         # is parked in recv (which wakes on close and on cancel).
@@ -154,15 +290,51 @@ class Intake:
             if self._slots is not None:
                 self._slots.recv(ctx=ctx)
                 try:
-                    item = self.channel.recv(ctx=ctx)
+                    item = self._next(ctx)
                 except BaseException:
                     self._slots.send(None)
                     raise
             else:
-                item = self.channel.recv(ctx=ctx)
+                item = self._next(ctx)
             seq = self._seq
             self._seq = seq + 1
         return seq, item
+
+    def take_many(self) -> tuple[int, list[Any]]:
+        """``(index of the first, items)``: the rest of the batch being handed
+        out, or the next batch (one item from an unbatched port). For a stage
+        with one worker and no window. Raises ChannelClosed at the end."""
+        with self._lock:
+            pending = self._pending
+            if pending:
+                pending.reverse()
+                items = pending
+                self._pending = []
+            elif self.port.batched:
+                items = self.port.take_batch(self._ctx)
+            else:
+                items = [self.channel.recv(ctx=self._ctx)]
+            seq = self._seq
+            self._seq = seq + len(items)
+        return seq, items
+
+    def _next(self, ctx: Context) -> Any:
+        pending = self._pending
+        if pending:
+            return pending.pop()
+        if not self.port.batched:
+            return self.channel.recv(ctx=ctx)
+        batch = self.port.take_batch(ctx)
+        if len(batch) == 1:
+            return batch[0]
+        batch.reverse()
+        item = batch.pop()
+        self._pending = batch
+        return item
+
+    def depth(self) -> int:
+        """Items waiting for this stage: in its port and taken but not yet handed out."""
+        return self.port.depth() + len(self._pending)
 
     def release(self) -> None:
         """An item taken earlier has been emitted: free its slot."""

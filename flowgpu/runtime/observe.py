@@ -28,7 +28,7 @@ class RunView:
 
     ``stages[name].stats`` are the workers' live counters (read without a
     lock: a tick sees values at most one item old), ``stages[name].intakes``
-    the stage's input channels (``len(intake.channel)`` is its depth).
+    the stage's inputs (``intake.depth()``: items waiting in one).
     """
 
     def __init__(self, plan: Plan, stages: dict[str, StageRun], ctx: Any) -> None:
@@ -55,7 +55,7 @@ class RunView:
 
     def depth(self, name: str) -> int:
         """Items waiting in the stage's input channels now."""
-        return sum(len(i.channel) for i in self.stages[name].intakes)
+        return sum(i.depth() for i in self.stages[name].intakes)
 
 
 class Observer:

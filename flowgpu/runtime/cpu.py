@@ -297,6 +297,8 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
             blocked, bytes_in, bytes_out = _map_batch(stage, seq, items, port, st)
             items = ()
         for item in items:
+            if ctx._err is not None:  # cancelled: not one more call
+                ctx.check()
             st.items_in += 1
             bytes_in += nbytes(item)
             try:
@@ -334,7 +336,7 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
 
 
 def _map_batch(stage: StageRun, seq: int, items: list[Any], port: Any,
-               st: WorkerStats) -> tuple[int, float, int, int]:
+               st: WorkerStats) -> tuple[float, int, int]:
     """The map case of :func:`_chain_loop`, with the port's append inlined
     (this loop is most of a cheap pipeline's time). Returns the seconds
     blocked shipping the outputs, and the bytes in and out."""
@@ -348,6 +350,8 @@ def _map_batch(stage: StageRun, seq: int, items: list[Any], port: Any,
     blocked = 0.0
     bytes_in = bytes_out = 0
     for item in items:
+        if ctx._err is not None:  # cancelled: not one more call
+            ctx.check()
         st.items_in += 1
         if type(item) not in plain:
             bytes_in += nbytes(item)
@@ -502,6 +506,8 @@ def _pump(stage: StageRun, st: WorkerStats, it: Any) -> None:
     mark = _clock()
     try:
         while True:
+            if ctx._err is not None:  # cancelled: pull nothing more
+                ctx.check()
             try:
                 item = next(it)
             except StopIteration:

@@ -1,0 +1,231 @@
+"""Micro-batches between stages whose capacity is not given (runtime/flow.py: Port).
+
+Batches are internal: the user's items, including lists, come out as they
+went in, in order, exactly once; no item is held back from a consumer that
+waits for it (a stage or source that waits on downstream progress still
+runs); memory stays bounded by items and by bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sources import Counted
+
+import flowgpu as fg
+from flowgpu.graph import BATCH_BYTES, SMALL_ITEMS_BATCH, SMALL_ITEMS_CAPACITY
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_list_and_tuple_items_come_out_unchanged(workers):
+    items = [[], [1], [1, 2], (), (3,), [[4]], None, "s", [None]] * 40
+    g = fg.Graph("lists")
+    g.source(items).map(lambda x: x, workers=workers).filter(lambda x: True).collect("o")
+    assert g.run()["o"] == items
+
+
+def test_unbatch_of_user_lists_still_flattens_one_level():
+    g = fg.Graph("unbatch")
+    g.source([[1, 2], [], [[3]]]).unbatch().collect("o")
+    assert g.run()["o"] == [1, 2, [3]]
+
+
+@pytest.mark.parametrize("middle", [0, 1, 2])
+def test_a_source_waiting_for_the_sink_to_see_each_item_runs_to_the_end(middle):
+    """Ping-pong through an event: item i+1 is made only after the sink got i."""
+    seen = threading.Semaphore(0)
+    got: list[int] = []
+
+    def ping():
+        for i in range(300):
+            yield i
+            assert seen.acquire(timeout=10), f"the sink never saw item {i}"
+
+    def keep(x):
+        got.append(x)
+        seen.release()
+
+    g = fg.Graph("pingpong")
+    s = g.source(ping)
+    for _ in range(middle):
+        s = s.map(lambda x: x)
+    s.sink(keep)
+    g.run(timeout=60)
+    assert got == list(range(300))
+
+
+def test_a_stage_waiting_for_downstream_progress_is_not_starved_of_its_own_outputs():
+    """A map whose call for item i waits until the sink took item i - 1."""
+    done = [threading.Event() for _ in range(200)]
+
+    def wait_for_previous(x):
+        if x:
+            assert done[x - 1].wait(10), f"item {x - 1} never reached the sink"
+        return x
+
+    g = fg.Graph("feedback")
+    g.source(range(200)).map(wait_for_previous).sink(lambda x: done[x].set())
+    g.run(timeout=60)
+    assert all(e.is_set() for e in done)
+
+
+def test_a_slow_source_items_reach_the_sink_one_by_one():
+    """No batch waits to fill: each item reaches the sink before the next is made."""
+    order: list[str] = []
+    arrived = threading.Semaphore(0)
+
+    def slow():
+        for i in range(20):
+            order.append(f"made {i}")
+            yield i
+            assert arrived.acquire(timeout=10)
+
+    def sink(x):
+        order.append(f"got {x}")
+        arrived.release()
+
+    g = fg.Graph("slow")
+    g.source(slow).map(lambda x: x).sink(sink)
+    g.run(timeout=60)
+    assert order == [f"{w} {i}" for i in range(20) for w in ("made", "got")]
+
+
+def _pulled_while_held(make_item, n: int, parked) -> int:
+    gate = threading.Event()
+    entered = threading.Event()
+    src = Counted(n)
+    pulled: list[int] = []
+
+    def hold(x):
+        entered.set()
+        gate.wait()
+
+    def release_when_stuck():
+        assert entered.wait(10)
+        parked.wait_for(1)  # the source, shipping into the full channel
+        pulled.append(src.pulled)
+        gate.set()
+
+    g = fg.Graph("held")
+    g.source(lambda: (make_item(i) for i in src())).sink(hold)
+    t = threading.Thread(target=release_when_stuck)
+    t.start()
+    try:
+        g.run(timeout=60)
+    finally:
+        gate.set()
+        t.join()
+    return pulled[0]
+
+
+def test_mid_sized_items_get_smaller_batches_so_bytes_stay_bounded(parked):
+    size = 16 * 1024  # bytes: under the no-batching threshold, above BATCH_BYTES / 256
+    per_batch = BATCH_BYTES // size
+    assert per_batch < SMALL_ITEMS_BATCH
+    batches = SMALL_ITEMS_CAPACITY // SMALL_ITEMS_BATCH
+    pulled = _pulled_while_held(lambda i: np.full(size, i % 256, np.uint8),
+                                (batches + 4) * per_batch, parked)
+    # channel full of batches, one batch being shipped, the sink's batch
+    assert pulled <= (batches + 2) * per_batch + 1
+    assert pulled * size <= (batches + 2) * BATCH_BYTES + size
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_counters_are_exact_with_batches(workers, ordered):
+    g = fg.Graph("counts")
+    s = g.source(range(5000)).map(lambda x: x + 1, name="inc", workers=workers, ordered=ordered)
+    s = s.filter(lambda x: x % 3, name="keep", workers=workers, ordered=ordered)
+    s = s.flat_map(lambda x: [x] * (x % 3), name="repeat", workers=workers, ordered=ordered)
+    s.collect("o")
+    rep = g.run()
+    kept = [x + 1 for x in range(5000) if (x + 1) % 3]
+    want = [y for x in kept for y in [x] * (x % 3)]
+    assert sorted(rep["o"]) == sorted(want)
+    if ordered:
+        assert rep["o"] == want
+    st = rep.stages
+    assert (st["inc"].items_in, st["inc"].items_out) == (5000, 5000)
+    assert (st["keep"].items_in, st["keep"].items_out) == (5000, len(kept))
+    assert (st["repeat"].items_in, st["repeat"].items_out) == (len(kept), len(want))
+    assert st["collect:o"].items_in == len(want)
+
+
+def test_an_error_in_the_middle_of_a_batch_names_its_item_and_keeps_earlier_results():
+    def check(x):
+        if x == 777:
+            raise ValueError("bad item")
+        return x
+
+    g = fg.Graph("err")
+    g.source(range(5000)).map(check).collect("o")
+    with pytest.raises(fg.StageError) as info:
+        g.run()
+    assert info.value.stage == "check" and info.value.item == 777
+    partial = info.value.report["o"]
+    assert partial == list(range(len(partial))) and len(partial) <= 777
+
+
+@pytest.mark.parametrize("policy", ["skip", "retry"])
+def test_error_policies_inside_a_batch(policy):
+    calls: dict[int, int] = {}
+
+    def flaky(x):
+        calls[x] = calls.get(x, 0) + 1
+        if x % 100 == 7 and (policy == "skip" or calls[x] == 1):
+            raise ValueError(f"flaky {x}")
+        return x
+
+    g = fg.Graph("policy")
+    g.source(range(1000)).map(flaky, on_error=policy).collect("o")
+    rep = g.run()
+    if policy == "skip":
+        assert rep["o"] == [x for x in range(1000) if x % 100 != 7]
+        assert [e.item for e in rep.errors] == list(range(7, 1000, 100))
+    else:
+        assert rep["o"] == list(range(1000))
+        assert all(calls[x] == (2 if x % 100 == 7 else 1) for x in range(1000))
+
+
+def test_batching_is_off_under_a_byte_budget_and_every_item_still_arrives():
+    g = fg.Graph("budget")
+    g.source(range(3000)).map(lambda x: x * 2).collect("o")
+    rep = g.run(max_inflight_bytes=1 << 20)
+    assert rep["o"] == [x * 2 for x in range(3000)]
+
+
+def test_after_a_failure_a_stage_makes_no_call_on_the_rest_of_its_batch():
+    failed = threading.Event()
+    late: list[int] = []
+
+    def fail_at_50(x):
+        if x == 50:
+            failed.set()
+            raise ValueError("boom")
+        return x
+
+    def slow_sink(x):
+        ctx = fg.current_context()
+        if ctx.err is not None:
+            late.append(x)
+        if failed.is_set():
+            ctx.done.wait(5)  # hold until the cancel lands, mid-batch
+
+    g = fg.Graph("stop")
+    src = g.source(range(2000))
+    src.map(fail_at_50).collect("o")
+    src.sink(slow_sink)
+    with pytest.raises(fg.StageError):
+        g.run(timeout=60)
+    assert late == []
+
+
+def test_a_deadline_stops_a_busy_chain_of_cheap_stages():
+    import itertools
+
+    g = fg.Graph("forever")
+    g.source(itertools.count).map(lambda x: x + 1).filter(lambda x: x % 2).sink(lambda x: None)
+    with pytest.raises(fg.DeadlineExceeded):
+        g.run(timeout=0.3)

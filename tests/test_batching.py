@@ -229,3 +229,24 @@ def test_a_deadline_stops_a_busy_chain_of_cheap_stages():
     g.source(itertools.count).map(lambda x: x + 1).filter(lambda x: x % 2).sink(lambda x: None)
     with pytest.raises(fg.DeadlineExceeded):
         g.run(timeout=0.3)
+
+
+def test_a_late_ship_that_finds_nothing_keeps_the_consumer_hungry():
+    """The interleaving that once stranded items, step by step in one thread:
+    a producer sees the consumer hungry and goes to ship, but the consumer
+    takes the item itself, comes back hungry and waits; the producer's ship
+    then finds nothing, and must not clear ``hungry``, or the next item
+    stays in the open batch while the consumer waits for ever."""
+    from flowgpu.channel import Channel
+    from flowgpu.runtime.flow import Port
+
+    ctx = fg.Context()
+    port = Port(Channel(4), writers=1, auto=True, batch=256)
+    port.hungry = True          # consumer: about to look at the open batch
+    port.open.append("x0")      # producer: appends, sees hungry, goes to ship...
+    assert port.take_batch(ctx) == ["x0"]  # ...but the consumer takes it first
+    port.hungry = True          # consumer: back, finds nothing, about to wait
+    assert port.ship(ctx) == 0.0  # producer: its ship finds the batch gone
+    assert port.hungry
+    port.put("x1", ctx)         # so the next item goes straight to the waiter
+    assert port.channel._poll() == (True, ["x1"])

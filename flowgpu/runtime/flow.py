@@ -64,10 +64,12 @@ class Port:
     The open batch is one list for the port's life. Appending to it takes no
     lock (``list.append`` is atomic); taking a batch out of it (copy the
     first ``n``, delete them) is done under ``_lock``, so an append that
-    lands meanwhile stays for the next batch. The consumer sets ``_hungry``
+    lands meanwhile stays for the next batch. The consumer sets ``hungry``
     *before* it looks at the open batch and a producer reads it *after* it
     appended, so one of the two always sees a new item: it is never left
-    behind while the consumer waits.
+    behind while the consumer waits. Only the consumer (when it found
+    items) and a producer that is about to send a batch clear ``hungry``: a
+    producer that found the open batch already taken leaves it as it is.
     """
 
     __slots__ = ("channel", "_writers", "_lock", "broadcast_lock", "auto", "batched",
@@ -118,10 +120,13 @@ class Port:
         """Send what the open batch holds into the channel (blocking while it
         is full); the seconds it was blocked."""
         with self._lock:
-            self.hungry = False
             batch = self._cut()
-        if not batch:  # the consumer took it first
-            return 0.0
+            if not batch:
+                # The consumer took it first. Leave `hungry` alone: it may
+                # have set it again since, and be waiting for the next item.
+                return 0.0
+            self.hungry = False  # what it waits for is on its way
+
         t = _clock()
         self.channel.send(batch, ctx=ctx)
         return _clock() - t

@@ -34,9 +34,11 @@ gpu-check: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/channel_bench.py
 
-# 10,000 randomised fault-injection runs (tests/faultlib.py); exits 1 on any bad run.
+# 10,000 randomised fault-injection runs (tests/faultlib.py), then 5,000 with the GIL
+# handed over every 10 us (races show up sooner); exits 1 on any bad run.
 soak: $(STAMP)
 	$(PY) benchmarks/soak.py --runs 10000
+	$(PY) benchmarks/soak.py --runs 5000 --seed 10000 --switch-interval 1e-5
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check flowgpu kernels graphs tests benchmarks

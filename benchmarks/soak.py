@@ -23,12 +23,17 @@ def main() -> int:
     ap.add_argument("--gpu-sim", action="store_true",
                     help="include GPU stages, under the CUDA simulator")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every run")
+    ap.add_argument("--switch-interval", type=float, default=None,
+                    help="GIL switch interval in seconds (1e-5: threads interleave far "
+                         "more often, which shakes out races)")
     args = ap.parse_args()
     if args.gpu_sim:
         os.environ["NUMBA_ENABLE_CUDASIM"] = "1"  # before numba is imported
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
     from faultlib import run_many
 
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     figures, failures = run_many(range(args.seed, args.seed + args.runs), gpu=args.gpu_sim,
                                  verbose=args.verbose, out=sys.stdout)
     print(figures)

@@ -1,6 +1,7 @@
 """Randomised fault injection on the CPU (the harness is tests/faultlib.py).
 
-300 seeded runs, each a random graph with one fault, each checked for hangs,
+300 seeded runs, twice (the second time with a tiny GIL switch interval),
+each a random graph with one fault, each checked for hangs,
 the right error naming the right stage, leaks, lost and duplicated items,
 and a clean rerun. ``FLOWGPU_FAULT_SEED`` shifts the seeds; a failure prints
 each bad run's seed and graph, and ``python benchmarks/soak.py --seed SEED
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 
 import pytest
 from faultlib import run_many
@@ -19,8 +21,25 @@ BASE = int(os.environ.get("FLOWGPU_FAULT_SEED", "0"))
 RUNS, CHUNK = 300, 50
 
 
+@pytest.fixture(params=["default", "tiny"])
+def switch_interval(request):
+    """Half the chunks run with the GIL handed over every few microseconds,
+    so that threads interleave far more often than they usually do: races
+    between a producer and a consumer show up in hundreds of runs, not
+    millions."""
+    if request.param == "default":
+        yield
+        return
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
 @pytest.mark.parametrize("chunk", range(RUNS // CHUNK))
-def test_random_faults(chunk):
+def test_random_faults(chunk, switch_interval):
     seeds = range(BASE + chunk * CHUNK, BASE + (chunk + 1) * CHUNK)
     log = io.StringIO()
     figures, failures = run_many(seeds, gpu=False, out=log)

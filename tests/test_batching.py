@@ -15,7 +15,13 @@ import pytest
 from sources import Counted
 
 import flowgpu as fg
-from flowgpu.graph import BATCH_BYTES, SMALL_ITEMS_BATCH, SMALL_ITEMS_CAPACITY
+from flowgpu.graph import (
+    BATCH_BYTES,
+    DEFAULT_CAPACITY,
+    SMALL_ITEM_BYTES,
+    SMALL_ITEMS_BATCH,
+    SMALL_ITEMS_CAPACITY,
+)
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -250,3 +256,14 @@ def test_a_late_ship_that_finds_nothing_keeps_the_consumer_hungry():
     assert port.hungry
     port.put("x1", ctx)         # so the next item goes straight to the waiter
     assert port.channel._poll() == (True, ["x1"])
+
+
+@pytest.mark.parametrize("make", [
+    lambda i: (i, np.ones(SMALL_ITEM_BYTES + 1, np.uint8)),   # a tuple holding an array
+    lambda i: {"key": i, "pixels": np.ones(SMALL_ITEM_BYTES + 1, np.uint8)},
+    lambda i: bytes(SMALL_ITEM_BYTES + 1),
+    lambda i: [np.ones(SMALL_ITEM_BYTES // 2, np.uint8)] * 3,
+], ids=["tuple", "dict", "bytes", "list"])
+def test_large_items_inside_containers_are_seen_as_large(make, parked):
+    # held by the sink, DEFAULT_CAPACITY in the channel, one being sent
+    assert _pulled_while_held(make, 60, parked) == 1 + DEFAULT_CAPACITY + 1

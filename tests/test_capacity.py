@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 import flowgpu as fg
-from flowgpu.graph import (DEFAULT_CAPACITY, SMALL_ITEM_BYTES, SMALL_ITEMS_BATCH,
-                           SMALL_ITEMS_CAPACITY)
+from flowgpu.graph import (
+    DEFAULT_CAPACITY,
+    SMALL_ITEM_BYTES,
+    SMALL_ITEMS_BATCH,
+    SMALL_ITEMS_CAPACITY,
+)
 
 
 def _pulled_while_sink_is_held(make_item, parked, n: int = 200) -> int:

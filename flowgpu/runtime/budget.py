@@ -23,20 +23,13 @@ from .. import _waiter
 from .._waiter import Waiter
 from ..channel import Channel
 from ..context import Context
-from .flow import Intake, Outlet, Port, array_nbytes
+from .flow import Intake, Outlet, Port, item_nbytes
 
-__all__ = ["ByteBudget", "BudgetedOutlet", "BudgetedIntake", "nbytes_of", "is_device_item"]
+__all__ = ["ByteBudget", "BudgetedOutlet", "BudgetedIntake", "is_device_item"]
 
 
 def is_device_item(item: Any) -> bool:
     return type(item).__name__ == "DeviceItem" or hasattr(item, "__cuda_array_interface__")
-
-
-def nbytes_of(item: Any) -> int:
-    """Bytes of an array item (host or device), or of a tuple/list of arrays; 0 otherwise."""
-    if isinstance(item, (tuple, list)):
-        return sum(nbytes_of(x) for x in item[:64])
-    return array_nbytes(item)
 
 
 class ByteBudget:
@@ -131,7 +124,7 @@ class BudgetedOutlet(Outlet):
         self._single = None  # every send goes through _put (and a broadcast keeps its order)
 
     def _put(self, port: Port, item: Any) -> None:
-        n = nbytes_of(item)
+        n = item_nbytes(item)
         budget = self._budgets["device" if is_device_item(item) else "host"]
         over = budget.acquire(n, port.channel, self._ctx)
         try:
@@ -162,5 +155,5 @@ class BudgetedIntake(Intake):
             for b in self._budgets.values():
                 b.wake_all()
             raise
-        self._budgets["device" if is_device_item(item) else "host"].release(nbytes_of(item))
+        self._budgets["device" if is_device_item(item) else "host"].release(item_nbytes(item))
         return seq, item

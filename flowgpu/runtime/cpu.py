@@ -20,7 +20,7 @@ from ..context import Context
 from ..errors import Cancelled, KernelError, StageError, StageKernelError
 from ..graph import StageSpec
 from ..report import WorkerStats
-from .flow import _PLAIN, Intake, Outlet, ReorderBuffer, array_nbytes
+from .flow import _SCALARS, Intake, Outlet, ReorderBuffer, item_nbytes
 
 __all__ = ["StageRun", "Hooks"]
 
@@ -247,10 +247,10 @@ def _map_loop(stage: StageRun, st: WorkerStats) -> None:
             t3 = _clock()
             if spans is not None:
                 spans.append((seq, t1, t2))
-            bytes_in = array_nbytes(item)
+            bytes_in = item_nbytes(item)
             bytes_out = 0
             for out in outs:
-                bytes_out += array_nbytes(out)
+                bytes_out += item_nbytes(out)
             last = (t1 - t0, t2 - t1, t3 - t2, depth, bytes_in, bytes_out)
             _credit(st, last, 1)
             if depth > st.depth_max:
@@ -281,7 +281,7 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
     kind = stage.kind
     fn = stage.invoke
     recover = stage.recover
-    nbytes = array_nbytes
+    nbytes = item_nbytes
     while True:
         t0 = _clock()
         try:
@@ -345,8 +345,8 @@ def _map_batch(stage: StageRun, seq: int, items: list[Any], port: Any,
     ctx = stage.ctx
     buf = port.open
     limit = port.limit
-    nbytes = array_nbytes
-    plain = _PLAIN
+    nbytes = item_nbytes
+    plain = _SCALARS
     blocked = 0.0
     bytes_in = bytes_out = 0
     for item in items:
@@ -384,7 +384,7 @@ def _collect_chain_loop(stage: StageRun, st: WorkerStats) -> None:
     out = stage.collected
     finish = stage.hooks.collected_value
     plain = not stage.hooks.unwraps_collected
-    nbytes = array_nbytes
+    nbytes = item_nbytes
     while True:
         t0 = _clock()
         try:
@@ -461,7 +461,7 @@ def _source_loop(stage: StageRun, st: WorkerStats) -> None:
             t1 = _clock()
             if spans is not None:
                 spans.append((index, t0, t1))
-            nbytes = array_nbytes(item)
+            nbytes = item_nbytes(item)
             outlet.send(item)
             t2 = _clock()
             st.busy_s += t1 - t0
@@ -499,8 +499,8 @@ def _pump(stage: StageRun, st: WorkerStats, it: Any) -> None:
     ctx = stage.ctx
     buf = port.open
     limit = port.limit
-    plain = _PLAIN
-    nbytes = array_nbytes
+    plain = _SCALARS
+    nbytes = item_nbytes
     index = 0
     bytes_out = 0
     mark = _clock()
@@ -626,7 +626,7 @@ def _collect_loop(stage: StageRun, st: WorkerStats) -> None:
         st.depth_sum += depth
         if depth > st.depth_max:
             st.depth_max = depth
-        st.bytes_in += array_nbytes(item)
+        st.bytes_in += item_nbytes(item)
         out.append(finish(item))
         st.busy_s += _clock() - t1
 

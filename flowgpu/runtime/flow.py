@@ -21,21 +21,43 @@ from ..channel import Channel
 from ..context import Context
 from ..graph import BATCH_BYTES, DEFAULT_CAPACITY, SMALL_ITEM_BYTES
 
-__all__ = ["Port", "Outlet", "Intake", "ReorderBuffer", "array_nbytes"]
+__all__ = ["Port", "Outlet", "Intake", "ReorderBuffer", "item_nbytes"]
 
 _clock = time.perf_counter
 
 
-# types that have no nbytes: checked first, as a failed getattr costs more
-_PLAIN = frozenset({int, float, complex, bool, str, bytes, tuple, list, dict, type(None)})
+# types whose items are never large: checked first, it is the common case
+_SCALARS = frozenset({int, float, complex, bool, type(None)})
+_SIZED = frozenset({bytes, bytearray, str})
+_CONTAINERS = (tuple, list, dict)
+_MAX_LOOK = 64  # elements of a container looked at, in each of two levels
 
 
-def array_nbytes(item: Any) -> int:
-    """An item's ``nbytes`` when that is an int (an array's, host or device),
-    else 0. Never raises: an ``nbytes`` method, or a property that raises, on
-    a user's object must not fail the run."""
-    if type(item) in _PLAIN:
+def item_nbytes(item: Any, _level: int = 0) -> int:
+    """About how many bytes an item holds: an array's ``nbytes`` (host or
+    device), the length of a ``bytes``/``str``, the sum over the first 64
+    elements of a tuple, list or dict (values), two levels deep; 0 for
+    anything else. Sizes batches and capacities, the byte budget and the
+    metrics. Never raises: an ``nbytes`` method, or a property that raises,
+    on a user's object must not fail the run."""
+    cls = type(item)
+    if cls in _SCALARS:
         return 0
+    if cls in _SIZED:
+        return len(item)
+    if isinstance(item, _CONTAINERS):
+        if _level >= 2:
+            return 0
+        try:
+            elements = item.values() if isinstance(item, dict) else item
+            total = 0
+            for k, x in enumerate(elements):
+                if k == _MAX_LOOK:
+                    break
+                total += item_nbytes(x, _level + 1)
+            return total
+        except Exception:  # a user's container subclass that fails to iterate
+            return 0
     try:
         n = getattr(item, "nbytes", 0)
     except Exception:
@@ -199,7 +221,7 @@ class Outlet:
     def send(self, item: Any) -> None:
         """Blocks while a consumer's port is full (backpressure); raises the
         run's Cancelled/DeadlineExceeded when the run ends."""
-        if self._auto and array_nbytes(item) > self.fit_above:
+        if self._auto and item_nbytes(item) > self.fit_above:
             self._fit(item)
         port = self._single_port
         if port is not None:
@@ -233,7 +255,7 @@ class Outlet:
         BATCH_BYTES, and from the first item over SMALL_ITEM_BYTES no batches
         and DEFAULT_CAPACITY items, for the rest of the run. Many small items
         make few hand-offs; large ones stay few in memory."""
-        n = array_nbytes(item)
+        n = item_nbytes(item)
         for port in self._auto:
             if n > SMALL_ITEM_BYTES:
                 port.channel._set_capacity(DEFAULT_CAPACITY)

@@ -267,3 +267,56 @@ def test_a_late_ship_that_finds_nothing_keeps_the_consumer_hungry():
 def test_large_items_inside_containers_are_seen_as_large(make, parked):
     # held by the sink, DEFAULT_CAPACITY in the channel, one being sent
     assert _pulled_while_held(make, 60, parked) == 1 + DEFAULT_CAPACITY + 1
+
+
+class _RunsFirst:
+    """A lock that runs ``action`` (once) just before its first acquisition:
+    it stands for another thread getting the CPU at that very moment."""
+
+    def __init__(self, action):
+        self._lock = threading.Lock()
+        self._action = action
+
+    def __enter__(self):
+        action, self._action = self._action, None
+        if action is not None:
+            action()
+        self._lock.acquire()
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
+def test_a_batch_shipped_while_the_consumer_looks_comes_before_newer_items():
+    """The consumer found the channel empty and said it is hungry; before it
+    looks at the open batch, the producer ships x0 into the channel and
+    appends x1. The consumer must take x0 first, not x1 from the open batch."""
+    from flowgpu.channel import Channel
+    from flowgpu.runtime.flow import Port
+
+    ctx = fg.Context()
+    port = Port(Channel(4), writers=1, auto=True, batch=256)
+
+    def producer():
+        port.put("x0", ctx)  # sees the consumer hungry: ships at once
+        port.put("x1", ctx)  # stays in the open batch
+
+    port._lock = _RunsFirst(producer)
+    assert port.take_batch(ctx) == ["x0"]
+    assert port.take_batch(ctx) == ["x1"]
+
+
+def test_a_failed_producer_closes_its_port_without_waiting_for_room():
+    """Its error must reach the run at once; shipping its open batch into a
+    full channel could wait for ever on a consumer that waits for the cancel."""
+    from flowgpu.channel import Channel
+    from flowgpu.runtime.flow import Port
+
+    ctx = fg.Context()
+    port = Port(Channel(1), writers=1, auto=True, batch=2)
+    port.put(0, ctx)
+    port.put(1, ctx)  # a full batch: shipped, and now the channel is full
+    port.put(2, ctx)  # waits in the open batch
+    port.writer_done(ctx, failed=True)  # returns: nothing to wait for
+    assert port.channel.closed
+    assert port.take_batch(ctx) == [0, 1]

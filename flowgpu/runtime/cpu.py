@@ -74,6 +74,7 @@ class StageRun:
         self.collected: list[Any] = []
         self.started = self.ended = 0.0
         self._alive = spec.workers
+        self._failed = False  # a worker ended by an error
         self._lock = threading.Lock()  # guards _alive; nobody waits on it
         # one worker between batched ports, untraced: a batch at a time
         self.chained = spec.workers == 1 and not trace and (
@@ -91,18 +92,25 @@ class StageRun:
         with self._lock:
             if not self.started:
                 self.started = _clock()
+        failed = False
         try:
             st.cpus = self.hooks.worker_start(self, worker)
             loop = _CHAIN_LOOPS.get(self.kind) if self.chained else None
             (loop or _LOOPS[self.kind])(self, st)
+        except BaseException:
+            failed = True
+            raise
         finally:
             with self._lock:
                 self._alive -= 1
+                self._failed = self._failed or failed
                 last = self._alive == 0
                 if last:
                     self.ended = _clock()
             if last and self.outlet is not None:
-                self.outlet.done()
+                # a failed stage ships nothing more: its error must not wait
+                # for room downstream before it reaches the run
+                self.outlet.done(failed=self._failed)
             if last and self._on_end is not None:
                 self._on_end()
 

@@ -153,16 +153,18 @@ class Port:
         self.channel.send(batch, ctx=ctx)
         return _clock() - t
 
-    def writer_done(self, ctx: Context | None = None) -> None:
+    def writer_done(self, ctx: Context | None = None, failed: bool = False) -> None:
         """One producer has finished; the last one ships the open batch and
-        closes the channel (a cancelled run drops the batch, as it drops
-        what waits in the channel)."""
+        closes the channel. A producer that ``failed`` ships nothing: its
+        error must reach the run at once, not wait for room downstream (the
+        run is ending; its items are dropped like those in the channel)."""
         with self._lock:
             self._writers -= 1
             if self._writers:
                 return
         try:
-            self.ship(ctx)
+            if not failed:
+                self.ship(ctx)
         finally:
             self.channel.close()
 
@@ -170,16 +172,22 @@ class Port:
     def take_batch(self, ctx: Context) -> list[Any]:
         """The next batch: from the channel, else the open one, else wait.
         Raises ChannelClosed once the producers are done and all is taken."""
-        ok, batch = self.channel._poll()
+        channel = self.channel
+        ok, batch = channel._poll()
         if ok:
             return batch
         self.hungry = True  # before looking: see the class doc
         with self._lock:
-            batch = self._cut()
+            # Look at the channel again: a producer that saw us hungry may
+            # have shipped a batch since, and appended newer items to the
+            # open batch after it; the shipped one comes first.
+            ok, batch = channel._poll()
+            if not ok:
+                batch = self._cut()
         if batch:
             self.hungry = False
             return batch
-        return self.channel.recv(ctx=ctx)
+        return channel.recv(ctx=ctx)
 
     def depth(self) -> int:
         """Items waiting: in the channel and, when batched, in the open batch."""
@@ -273,10 +281,10 @@ class Outlet:
                         BATCH_BYTES // port.limit if port.batched else SMALL_ITEM_BYTES)
         return above
 
-    def done(self) -> None:
-        """This stage will send nothing more."""
+    def done(self, failed: bool = False) -> None:
+        """This stage will send nothing more (``failed``: it ended by an error)."""
         for port in self.ports:
-            port.writer_done(self._ctx)
+            port.writer_done(self._ctx, failed)
 
 
 class Intake:

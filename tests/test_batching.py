@@ -248,13 +248,14 @@ def test_a_late_ship_that_finds_nothing_keeps_the_consumer_hungry():
 
     ctx = fg.Context()
     port = Port(Channel(4), writers=1, auto=True, batch=256)
+    lane = port.lane()
     port.hungry = True          # consumer: about to look at the open batch
-    port.open.append("x0")      # producer: appends, sees hungry, goes to ship...
+    lane.open.append("x0")      # producer: appends, sees hungry, goes to ship...
     assert port.take_batch(ctx) == ["x0"]  # ...but the consumer takes it first
     port.hungry = True          # consumer: back, finds nothing, about to wait
-    assert port.ship(ctx) == 0.0  # producer: its ship finds the batch gone
+    assert lane.ship(ctx) == 0.0  # producer: its ship finds the batch gone
     assert port.hungry
-    port.put("x1", ctx)         # so the next item goes straight to the waiter
+    lane.put("x1", ctx)         # so the next item goes straight to the waiter
     assert port.channel._poll() == (True, ["x1"])
 
 
@@ -296,10 +297,11 @@ def test_a_batch_shipped_while_the_consumer_looks_comes_before_newer_items():
 
     ctx = fg.Context()
     port = Port(Channel(4), writers=1, auto=True, batch=256)
+    lane = port.lane()
 
     def producer():
-        port.put("x0", ctx)  # sees the consumer hungry: ships at once
-        port.put("x1", ctx)  # stays in the open batch
+        lane.put("x0", ctx)  # sees the consumer hungry: ships at once
+        lane.put("x1", ctx)  # stays in the open batch
 
     port._lock = _RunsFirst(producer)
     assert port.take_batch(ctx) == ["x0"]
@@ -314,9 +316,29 @@ def test_a_failed_producer_closes_its_port_without_waiting_for_room():
 
     ctx = fg.Context()
     port = Port(Channel(1), writers=1, auto=True, batch=2)
-    port.put(0, ctx)
-    port.put(1, ctx)  # a full batch: shipped, and now the channel is full
-    port.put(2, ctx)  # waits in the open batch
-    port.writer_done(ctx, failed=True)  # returns: nothing to wait for
+    lane = port.lane()
+    lane.put(0, ctx)
+    lane.put(1, ctx)  # a full batch: shipped, and now the channel is full
+    lane.put(2, ctx)  # waits in the open batch
+    port.writer_done(lane, ctx, failed=True)  # returns: nothing to wait for
     assert port.channel.closed
     assert port.take_batch(ctx) == [0, 1]
+
+
+def test_merged_producers_ship_only_their_own_items():
+    """Each producing stage has its own open batch in a merge's port. With one
+    shared batch, B could cut a batch holding A's items and be slow to send
+    it while A shipped newer items: A's order broken. A batch that is on its
+    way must hold one producer's items only, so nothing of A can overtake it."""
+    from flowgpu.channel import Channel
+    from flowgpu.runtime.flow import Port
+
+    ctx = fg.Context()
+    port = Port(Channel(4), writers=2, auto=True, batch=2)
+    a, b = port.lane(), port.lane()
+    a.put(("A", 0), ctx)
+    b.put(("B", 0), ctx)
+    a.put(("A", 1), ctx)  # A's batch is full: shipped
+    assert port.channel._snapshot() == [[("A", 0), ("A", 1)]]
+    b.put(("B", 1), ctx)
+    assert port.channel._snapshot() == [[("A", 0), ("A", 1)], [("B", 0), ("B", 1)]]

@@ -20,7 +20,7 @@ from ..context import Context
 from ..errors import Cancelled, KernelError, StageError, StageKernelError
 from ..graph import StageSpec
 from ..report import WorkerStats
-from .flow import _SCALARS, Intake, Outlet, ReorderBuffer, item_nbytes
+from .flow import _SCALARS, Intake, Lane, Outlet, ReorderBuffer, item_nbytes
 
 __all__ = ["StageRun", "Hooks"]
 
@@ -78,9 +78,9 @@ class StageRun:
         self._lock = threading.Lock()  # guards _alive; nobody waits on it
         # one worker between batched ports, untraced: a batch at a time
         self.chained = spec.workers == 1 and not trace and (
-            (spec.kind == "source" and outlet is not None and outlet.batched_single)
+            (spec.kind == "source" and outlet is not None and outlet.single_lane is not None)
             or (spec.kind in _CHAIN_LOOPS and len(intakes) == 1 and intakes[0].port.batched
-                and (outlet is None or outlet.batched_single)))
+                and (outlet is None or outlet.single_lane is not None)))
         self.reorder: ReorderBuffer | None = None
         if spec.ordered and spec.workers > 1 and outlet is not None:
             self.reorder = ReorderBuffer(outlet.send, intakes[0].release)
@@ -283,8 +283,8 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
     """
     intake = stage.intakes[0]
     outlet = stage.outlet
-    port = outlet.ports[0] if outlet is not None else None
-    put = port.put if port is not None else None
+    lane = outlet.single_lane if outlet is not None else None
+    put = lane.put if lane is not None else None
     ctx = stage.ctx
     kind = stage.kind
     fn = stage.invoke
@@ -301,8 +301,8 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
         depth = intake.depth()
         blocked = 0.0
         bytes_in = bytes_out = 0
-        if kind == "map" and port is not None:
-            blocked, bytes_in, bytes_out = _map_batch(stage, seq, items, port, st)
+        if kind == "map" and lane is not None:
+            blocked, bytes_in, bytes_out = _map_batch(stage, seq, items, lane, st)
             items = ()
         for item in items:
             if ctx._err is not None:  # cancelled: not one more call
@@ -343,7 +343,7 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
         st.bytes_out += bytes_out
 
 
-def _map_batch(stage: StageRun, seq: int, items: list[Any], port: Any,
+def _map_batch(stage: StageRun, seq: int, items: list[Any], lane: Lane,
                st: WorkerStats) -> tuple[float, int, int]:
     """The map case of :func:`_chain_loop`, with the port's append inlined
     (this loop is most of a cheap pipeline's time). Returns the seconds
@@ -351,7 +351,8 @@ def _map_batch(stage: StageRun, seq: int, items: list[Any], port: Any,
     fn = stage.invoke
     outlet = stage.outlet
     ctx = stage.ctx
-    buf = port.open
+    port = lane.port
+    buf = lane.open
     limit = port.limit
     nbytes = item_nbytes
     plain = _SCALARS
@@ -367,7 +368,7 @@ def _map_batch(stage: StageRun, seq: int, items: list[Any], port: Any,
             out = fn(item)
         except Exception as exc:
             for out in stage.recover(seq, item, exc, st):  # none when skipped
-                blocked += port.put(out, ctx)
+                blocked += lane.put(out, ctx)
                 bytes_out += nbytes(out)
                 st.items_out += 1
             seq += 1
@@ -382,7 +383,7 @@ def _map_batch(stage: StageRun, seq: int, items: list[Any], port: Any,
             bytes_out += b
         buf.append(out)
         if len(buf) >= limit or port.hungry:
-            blocked += port.ship(ctx)
+            blocked += lane.ship(ctx)
     return blocked, bytes_in, bytes_out
 
 
@@ -503,9 +504,10 @@ def _pump(stage: StageRun, st: WorkerStats, it: Any) -> None:
     (see _map_batch). Returns when the iterator is exhausted; the counters
     are brought up to date at each shipped batch and at the end."""
     outlet = stage.outlet
-    port = outlet.ports[0]
+    lane = outlet.single_lane
+    port = lane.port
     ctx = stage.ctx
-    buf = port.open
+    buf = lane.open
     limit = port.limit
     plain = _SCALARS
     nbytes = item_nbytes
@@ -534,7 +536,7 @@ def _pump(stage: StageRun, st: WorkerStats, it: Any) -> None:
                 bytes_out += b
             buf.append(item)
             if len(buf) >= limit or port.hungry:
-                blocked = port.ship(ctx)
+                blocked = lane.ship(ctx)
                 if blocked:
                     now = _clock()
                     st.busy_s += now - blocked - mark

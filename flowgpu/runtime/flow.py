@@ -21,7 +21,7 @@ from ..channel import Channel
 from ..context import Context
 from ..graph import BATCH_BYTES, DEFAULT_CAPACITY, SMALL_ITEM_BYTES
 
-__all__ = ["Port", "Outlet", "Intake", "ReorderBuffer", "item_nbytes"]
+__all__ = ["Port", "Lane", "Outlet", "Intake", "ReorderBuffer", "item_nbytes"]
 
 _clock = time.perf_counter
 
@@ -65,37 +65,55 @@ def item_nbytes(item: Any, _level: int = 0) -> int:
     return n if isinstance(n, int) else 0
 
 
+def _cut(buf: list[Any]) -> list[Any]:
+    """Take everything out of an open batch (under its port's _lock)."""
+    n = len(buf)
+    batch = buf[:n]
+    del buf[:n]
+    return batch
+
+
 class Port:
     """A stage's input channel and the count of stages still writing to it.
 
     A *batched* port (capacity not given, no byte budget) moves items in
-    lists. Producers append to the port's open batch, which is shipped into
-    the channel once it holds ``limit`` items, or at once when the consumer
-    is *hungry* (it found the channel and the open batch empty and is about
-    to wait). A consumer that finds the channel empty takes what the open
-    batch holds, however little. So every item is, as soon as it is
-    produced, where its consumer can reach it: no producer holds items back
-    while it waits or runs user code.
+    lists. Each producing stage appends to its own open batch in the port
+    (its :class:`Lane`), which it ships into the channel once it holds
+    ``limit`` items, or at once when the consumer is *hungry* (it found the
+    channel and every open batch empty and is about to wait). A consumer
+    that finds the channel empty takes what the open batches hold, however
+    little. So every item is, as soon as it is produced, where its consumer
+    can reach it: no producer holds items back while it waits or runs user
+    code.
 
     Batches adapt to the pace of the two sides: a consumer that keeps up gets
     short batches without delay, one that falls behind gets full ones, with
     one channel hand-off per batch instead of per item. The channel counts
     batches: at most ``capacity * limit`` items wait in it, plus the open
-    batch.
+    batches.
 
-    The open batch is one list for the port's life. Appending to it takes no
-    lock (``list.append`` is atomic); taking a batch out of it (copy the
-    first ``n``, delete them) is done under ``_lock``, so an append that
-    lands meanwhile stays for the next batch. The consumer sets ``hungry``
-    *before* it looks at the open batch and a producer reads it *after* it
-    appended, so one of the two always sees a new item: it is never left
-    behind while the consumer waits. Only the consumer (when it found
-    items) and a producer that is about to send a batch clear ``hungry``: a
-    producer that found the open batch already taken leaves it as it is.
+    Order: a stage emits one item at a time (one worker, a reorder buffer's
+    single emitter, or a broadcast under its locks) and ships synchronously,
+    so while a batch it cut is on its way to the channel nothing newer of
+    that stage is in its open batch for the consumer to overtake it with.
+    This is why each producing stage has a lane of its own: in a shared one,
+    a ``merge`` partner's newer items could be taken while an older batch
+    holding them was still in flight. (An unordered stage with several
+    workers promises no order.)
+
+    Appending to an open batch takes no lock (``list.append`` is atomic);
+    taking a batch out of it (copy the first ``n``, delete them) is done
+    under ``_lock``, so an append that lands meanwhile stays for the next
+    batch. The consumer sets ``hungry`` *before* it looks at the open batches
+    and a producer reads it *after* it appended, so one of the two always
+    sees a new item: it is never left behind while the consumer waits. Only
+    the consumer (when it found items) and a producer that is about to send
+    a batch clear ``hungry``; a producer that found its open batch already
+    taken leaves it as it is.
     """
 
     __slots__ = ("channel", "_writers", "_lock", "broadcast_lock", "auto", "batched",
-                 "limit", "open", "hungry")
+                 "limit", "lanes", "hungry")
 
     def __init__(self, channel: Channel, writers: int, auto: bool = False,
                  batch: int = 0) -> None:
@@ -107,10 +125,10 @@ class Port:
         # batch > 0: items travel in lists of up to `limit` (see the class doc)
         self.batched = batch > 0
         self.limit = batch
-        self.open: list[Any] = []
+        self.lanes: list[Lane] = []
         self.hungry = False
-        # Guards _writers and taking batches out of `open`; held for a few
-        # list operations, never while sending or waiting.
+        # Guards _writers, `lanes` and taking batches out of open batches;
+        # held for a few list operations, never while sending or waiting.
         self._lock = threading.Lock()
         # Held by a broadcasting outlet while it sends one item to all its
         # ports (see Outlet.send). Who waits: the other workers of that stage
@@ -119,58 +137,32 @@ class Port:
         # so a cancel frees it.
         self.broadcast_lock = threading.Lock()
 
-    def _cut(self) -> list[Any]:
-        """Take everything in the open batch out of it (under _lock)."""
-        buf = self.open
-        n = len(buf)
-        batch = buf[:n]
-        del buf[:n]
-        return batch
-
-    # -- producer side ---------------------------------------------------------------
-    def put(self, item: Any, ctx: Context) -> float:
-        """Append ``item`` to the open batch; ship the batch when it is full
-        or the consumer is waiting (may block on backpressure). Returns the
-        seconds it was blocked (0.0 when it did not ship)."""
-        buf = self.open
-        buf.append(item)
-        if len(buf) < self.limit and not self.hungry:
-            return 0.0
-        return self.ship(ctx)
-
-    def ship(self, ctx: Context) -> float:
-        """Send what the open batch holds into the channel (blocking while it
-        is full); the seconds it was blocked."""
+    def lane(self) -> Lane:
+        """A new producing stage's open batch in this port."""
+        lane = Lane(self)
         with self._lock:
-            batch = self._cut()
-            if not batch:
-                # The consumer took it first. Leave `hungry` alone: it may
-                # have set it again since, and be waiting for the next item.
-                return 0.0
-            self.hungry = False  # what it waits for is on its way
+            self.lanes.append(lane)
+        return lane
 
-        t = _clock()
-        self.channel.send(batch, ctx=ctx)
-        return _clock() - t
-
-    def writer_done(self, ctx: Context | None = None, failed: bool = False) -> None:
-        """One producer has finished; the last one ships the open batch and
-        closes the channel. A producer that ``failed`` ships nothing: its
-        error must reach the run at once, not wait for room downstream (the
-        run is ending; its items are dropped like those in the channel)."""
-        with self._lock:
-            self._writers -= 1
-            if self._writers:
-                return
+    def writer_done(self, lane: Lane | None, ctx: Context | None = None,
+                    failed: bool = False) -> None:
+        """A producing stage has finished: it ships its open batch, and the
+        last one closes the channel. A stage that ``failed`` ships nothing:
+        its error must reach the run at once, not wait for room downstream
+        (the run is ending; its items are dropped like those in the channel)."""
         try:
-            if not failed:
-                self.ship(ctx)
+            if lane is not None and not failed:
+                lane.ship(ctx)
         finally:
-            self.channel.close()
+            with self._lock:
+                self._writers -= 1
+                last = self._writers == 0
+            if last:
+                self.channel.close()
 
     # -- consumer side ---------------------------------------------------------------
     def take_batch(self, ctx: Context) -> list[Any]:
-        """The next batch: from the channel, else the open one, else wait.
+        """The next batch: from the channel, else the open ones, else wait.
         Raises ChannelClosed once the producers are done and all is taken."""
         channel = self.channel
         ok, batch = channel._poll()
@@ -179,21 +171,60 @@ class Port:
         self.hungry = True  # before looking: see the class doc
         with self._lock:
             # Look at the channel again: a producer that saw us hungry may
-            # have shipped a batch since, and appended newer items to the
+            # have shipped a batch since, and appended newer items to its
             # open batch after it; the shipped one comes first.
             ok, batch = channel._poll()
             if not ok:
-                batch = self._cut()
+                lanes = self.lanes
+                batch = _cut(lanes[0].open) if len(lanes) == 1 else [
+                    x for lane in lanes for x in _cut(lane.open)]
         if batch:
             self.hungry = False
             return batch
         return channel.recv(ctx=ctx)
 
     def depth(self) -> int:
-        """Items waiting: in the channel and, when batched, in the open batch."""
+        """Items waiting: in the channel and, when batched, in the open batches."""
         if not self.batched:
             return len(self.channel)
-        return sum(len(b) for b in self.channel._snapshot()) + len(self.open)
+        return (sum(len(b) for b in self.channel._snapshot())
+                + sum(len(lane.open) for lane in self.lanes))
+
+
+class Lane:
+    """One producing stage's open batch in a batched :class:`Port`."""
+
+    __slots__ = ("port", "open")
+
+    def __init__(self, port: Port) -> None:
+        self.port = port
+        self.open: list[Any] = []
+
+    def put(self, item: Any, ctx: Context) -> float:
+        """Append ``item`` to the open batch; ship the batch when it is full
+        or the consumer is waiting (may block on backpressure). Returns the
+        seconds it was blocked (0.0 when it did not ship)."""
+        buf = self.open
+        buf.append(item)
+        port = self.port
+        if len(buf) < port.limit and not port.hungry:
+            return 0.0
+        return self.ship(ctx)
+
+    def ship(self, ctx: Context | None) -> float:
+        """Send what the open batch holds into the channel (blocking while it
+        is full); the seconds it was blocked."""
+        port = self.port
+        with port._lock:
+            batch = _cut(self.open)
+            if not batch:
+                # The consumer took it first. Leave `hungry` alone: it may
+                # have set it again since, and be waiting for the next item.
+                return 0.0
+            port.hungry = False  # what it waits for is on its way
+        t = _clock()
+        port.channel.send(batch, ctx=ctx)
+        return _clock() - t
 
 
 class Outlet:
@@ -207,33 +238,32 @@ class Outlet:
     so; a single-port outlet takes none.
     """
 
-    __slots__ = ("ports", "_ctx", "_single", "_single_port", "_locks", "_auto", "fit_above")
+    __slots__ = ("ports", "lanes", "_ctx", "_single", "single_lane", "_locks", "_auto",
+                 "fit_above")
 
     def __init__(self, ports: list[Port], ctx: Context) -> None:
         self.ports = ports
+        #: this stage's open batch in each batched port (None: unbatched)
+        self.lanes = [p.lane() if p.batched else None for p in ports]
         self._ctx = ctx
         self._auto = [p for p in ports if p.auto]
         #: items of more bytes than this resize the auto-sized ports (see _fit)
         self.fit_above = self._threshold()
         one = ports[0] if len(ports) == 1 else None
         self._single = one.channel if one is not None and not one.batched else None
-        self._single_port = one if one is not None and one.batched else None
+        #: the lane, when the stage feeds one batched port
+        self.single_lane = self.lanes[0] if one is not None and one.batched else None
         self._locks = (tuple(sorted((p.broadcast_lock for p in ports), key=id))
                        if len(ports) > 1 else ())
-
-    @property
-    def batched_single(self) -> bool:
-        """One consumer, reached through a batched port."""
-        return self._single_port is not None
 
     def send(self, item: Any) -> None:
         """Blocks while a consumer's port is full (backpressure); raises the
         run's Cancelled/DeadlineExceeded when the run ends."""
         if self._auto and item_nbytes(item) > self.fit_above:
             self._fit(item)
-        port = self._single_port
-        if port is not None:
-            port.put(item, self._ctx)
+        lane = self.single_lane
+        if lane is not None:
+            lane.put(item, self._ctx)
             return
         single = self._single
         if single is not None:
@@ -245,17 +275,17 @@ class Outlet:
             for lock in locks:
                 lock.acquire()
                 taken += 1
-            for port in self.ports:
-                self._put(port, item)
+            for port, lane in zip(self.ports, self.lanes, strict=True):
+                if lane is not None:
+                    lane.put(item, self._ctx)
+                else:
+                    self._put(port, item)
         finally:
             for lock in locks[:taken]:
                 lock.release()
 
     def _put(self, port: Port, item: Any) -> None:
-        if port.batched:
-            port.put(item, self._ctx)
-        else:
-            port.channel.send(item, ctx=self._ctx)
+        port.channel.send(item, ctx=self._ctx)
 
     def _fit(self, item: Any) -> None:
         """Ports whose capacity was not given are sized by the largest item
@@ -283,8 +313,8 @@ class Outlet:
 
     def done(self, failed: bool = False) -> None:
         """This stage will send nothing more (``failed``: it ended by an error)."""
-        for port in self.ports:
-            port.writer_done(self._ctx, failed)
+        for port, lane in zip(self.ports, self.lanes, strict=True):
+            port.writer_done(lane, self._ctx, failed)
 
 
 class Intake:

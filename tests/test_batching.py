@@ -202,7 +202,8 @@ def test_batching_is_off_under_a_byte_budget_and_every_item_still_arrives():
     assert rep["o"] == [x * 2 for x in range(3000)]
 
 
-def test_after_a_failure_a_stage_makes_no_call_on_the_rest_of_its_batch():
+@pytest.mark.parametrize(("workers", "ordered"), [(1, True), (2, True), (2, False), (4, True)])
+def test_after_a_failure_a_stage_makes_no_call_on_the_rest_of_its_batch(workers, ordered):
     failed = threading.Event()
     late: list[int] = []
 
@@ -222,10 +223,12 @@ def test_after_a_failure_a_stage_makes_no_call_on_the_rest_of_its_batch():
     g = fg.Graph("stop")
     src = g.source(range(2000))
     src.map(fail_at_50).collect("o")
-    src.sink(slow_sink)
+    src.sink(slow_sink, workers=workers, ordered=ordered)
     with pytest.raises(fg.StageError):
         g.run(timeout=60)
-    assert late == []
+    # one worker: none; several: at most one call each that took its item
+    # just before the cancel landed
+    assert len(late) <= workers - 1
 
 
 def test_a_deadline_stops_a_busy_chain_of_cheap_stages():

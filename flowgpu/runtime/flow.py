@@ -349,8 +349,12 @@ class Intake:
                 self._slots.send(None)
 
     def take(self) -> tuple[int, Any]:
-        """``(index, item)``; raises ChannelClosed at the end of the stream."""
+        """``(index, item)``; raises ChannelClosed at the end of the stream,
+        and the run's Cancelled/DeadlineExceeded once it ends (even while
+        items of a batch already taken remain)."""
         ctx = self._ctx
+        if ctx._err is not None:
+            ctx.check()
         with self._lock:
             if self._slots is not None:
                 self._slots.recv(ctx=ctx)

@@ -160,27 +160,35 @@ def device_segments(nodes: dict[str, Any], stats: dict[str, StageStats]) -> list
 def find_bottleneck(stages: dict[str, StageStats]) -> tuple[StageStats, str] | None:
     """The stage that limits throughput and the advice; None for an idle run.
 
-    The busiest stage (highest utilisation) limits throughput when its
-    consumers wait for it (downstream starved) and its producers wait for
-    room in its channel (upstream blocked); the advice depends on what kind
-    of stage it is.
+    The busiest stage limits throughput when its consumers wait for it
+    (downstream starved) and its producers wait for room in its channel
+    (upstream blocked); the advice depends on what kind of stage it is.
+    Busy is measured over the whole run, not over the stage's own life: a
+    source that handed all its items over at once and ended was busy for
+    all of its short life, yet limited nothing.
     """
     cands = [s for s in stages.values() if s.kind != "collect" and s.wall_s > 0]
     if not cands:
         return None
-    top = max(cands, key=lambda s: s.utilisation)
-    if top.utilisation < 0.05:
+    span = max(s.wall_s for s in stages.values())
+
+    def busy(s: StageStats) -> float:
+        return s.busy_s / (s.workers * span)
+
+    top = max(cands, key=busy)
+    top_busy = busy(top)
+    if top_busy < 0.05:
         return None
     consumers = [s for s in stages.values() if top.name in s.inputs]
     down = max((c.starved for c in consumers), default=0.0)
     up = max((stages[p].blocked for p in top.inputs if p in stages), default=0.0)
     plural = "s" if top.workers != 1 else ""
-    facts = [f"{top.workers} worker{plural} busy {top.utilisation:.0%}"]
+    facts = [f"{top.workers} worker{plural} busy {top_busy:.0%}"]
     if consumers:
         facts.append(f"downstream starved {down:.0%}")
     if up >= 0.05:
         facts.append(f"upstream blocked {up:.0%}")
-    if top.utilisation < 0.5:
+    if top_busy < 0.5:
         advice = "the busiest stage, but none is saturated: the run is short or waits elsewhere"
     elif top.kind == "source":
         advice = ("the source is the limit: make it faster, or emit chunks and expand "

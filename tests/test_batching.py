@@ -345,3 +345,17 @@ def test_merged_producers_ship_only_their_own_items():
     assert port.channel._snapshot() == [[("A", 0), ("A", 1)]]
     b.put(("B", 1), ctx)
     assert port.channel._snapshot() == [[("A", 0), ("A", 1)], [("B", 0), ("B", 1)]]
+
+
+def test_a_source_that_handed_everything_over_at_once_is_not_the_bottleneck():
+    """Batched, a short source ends at once: busy for all of its short life
+    but limiting nothing. The slow stage is the bottleneck."""
+    def slow(x):
+        fg.current_context().done.wait(0.002)
+        return x
+
+    g = fg.Graph("short-source")
+    g.source(range(100), name="src").map(slow, name="slow").collect("o")
+    rep = g.run()
+    assert rep.bottleneck_stage == "slow"
+    assert rep.bottleneck.startswith("slow: 1 worker busy")

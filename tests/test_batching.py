@@ -351,11 +351,18 @@ def test_a_source_that_handed_everything_over_at_once_is_not_the_bottleneck():
     """Batched, a short source ends at once: busy for all of its short life
     but limiting nothing. The slow stage is the bottleneck."""
     def slow(x):
-        fg.current_context().done.wait(0.002)
+        fg.current_context().done.wait(0.02)
         return x
 
+    def items():
+        for i in range(10):
+            sum(range(50_000))  # work per item: the source is busy while it lives
+            yield i
+
     g = fg.Graph("short-source")
-    g.source(range(100), name="src").map(slow, name="slow").collect("o")
+    # 10 items on 3 workers: one works a round longer, so the stage is well
+    # under 100% busy, while the source was busy for all of its life
+    g.source(items, name="src").map(slow, name="slow", workers=3).collect("o")
     rep = g.run()
     assert rep.bottleneck_stage == "slow"
-    assert rep.bottleneck.startswith("slow: 1 worker busy")
+    assert rep.bottleneck.startswith("slow: 3 workers busy")

@@ -31,8 +31,18 @@ gpu-check: $(STAMP)
 	$(PY) -m pytest -q --real-gpu tests/sim tests/gpu
 	$(PY) benchmarks/gpu_check.py
 
+# Every CPU benchmark, each against its peers in one run (tables for BENCHMARKS.md).
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/overhead.py --repeat 5
 	$(PY) benchmarks/channel_bench.py
+	$(PY) benchmarks/elementwise.py
+	$(PY) benchmarks/stencil.py
+	$(PY) benchmarks/images.py
+	$(PY) benchmarks/flights.py
+	$(PY) benchmarks/scaling.py
+	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/metrics_overhead.py
 
 # 10,000 randomised fault-injection runs (tests/faultlib.py), then 5,000 with the GIL
 # handed over every 10 us (races show up sooner); exits 1 on any bad run.

@@ -49,7 +49,8 @@ def child(n: int, workers: int = 1, work: float = 0.0) -> dict[str, float]:
 
 
 def main() -> list[str]:
-    lines = ["| items (1 KB each) | seconds | us/item | peak RSS MB | RSS growth during the run MB |",
+    lines = ["| items (1 KB each) | seconds | us/item | peak RSS MB "
+             "| RSS growth during the run MB |",
              "|---:|---:|---:|---:|---:|"]
     for n in (10_000, 100_000, 1_000_000):
         r = child(n)

@@ -1,7 +1,9 @@
 """How items move between stages: ports, outlets, intakes and the reorder buffer.
 
 * A :class:`Port` is one input channel of a stage, closed when the last stage
-  writing to it has finished (several writers: a ``merge``).
+  writing to it has finished (several writers: a ``merge``). Where the
+  capacity was left to the engine, small items travel through it in
+  micro-batches, each producing stage filling its own :class:`Lane`.
 * An :class:`Outlet` is where a stage's outputs go: one port per consumer
   (a broadcast when the stream feeds several stages).
 * An :class:`Intake` numbers the items a stage takes from its port, so that

@@ -35,6 +35,9 @@ ON_ERROR = ("raise", "skip", "retry")
 DEFAULT_CAPACITY = 8
 SMALL_ITEMS_BATCH = 256
 SMALL_ITEMS_CAPACITY = 4 * SMALL_ITEMS_BATCH
+#: under a byte budget items move one at a time (each counted as it moves):
+#: a channel whose capacity was not given then holds this many small ones
+BUDGETED_CAPACITY = 64
 BATCH_BYTES = 1 << 20
 SMALL_ITEM_BYTES = 64 * 1024
 #: stage kinds that end a stream

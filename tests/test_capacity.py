@@ -9,6 +9,7 @@ import pytest
 
 import flowgpu as fg
 from flowgpu.graph import (
+    BUDGETED_CAPACITY,
     DEFAULT_CAPACITY,
     SMALL_ITEM_BYTES,
     SMALL_ITEMS_BATCH,
@@ -16,7 +17,7 @@ from flowgpu.graph import (
 )
 
 
-def _pulled_while_sink_is_held(make_item, parked, n: int = 200) -> int:
+def _pulled_while_sink_is_held(make_item, parked, n: int = 200, **run) -> int:
     gate = threading.Event()
     entered = threading.Event()
     pulled = [0]
@@ -42,7 +43,7 @@ def _pulled_while_sink_is_held(make_item, parked, n: int = 200) -> int:
     t = threading.Thread(target=release_when_stuck)
     t.start()
     try:
-        g.run()
+        g.run(**run)
     finally:
         gate.set()
         t.join()
@@ -77,3 +78,8 @@ def test_every_item_arrives_in_order_whatever_the_capacity(capacity):
     assert len(out) == 60
     for i, x in enumerate(out):
         assert (x[0] if isinstance(x, np.ndarray) else x) == i
+
+
+def test_under_a_byte_budget_small_items_move_one_at_a_time(parked):
+    pulled = _pulled_while_sink_is_held(int, parked, max_inflight_bytes=1 << 20)
+    assert pulled == 1 + BUDGETED_CAPACITY + 1

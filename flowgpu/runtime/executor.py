@@ -21,7 +21,7 @@ from .. import device as devices
 from ..channel import Channel
 from ..context import Context, current_context
 from ..errors import FlowError, GraphError, StageError
-from ..graph import SMALL_ITEMS_BATCH, SMALL_ITEMS_CAPACITY, Graph
+from ..graph import BUDGETED_CAPACITY, SMALL_ITEMS_BATCH, SMALL_ITEMS_CAPACITY, Graph
 from ..report import RunReport, StageStats, device_segments
 from ..taskgroup import TaskGroup
 from .budget import BudgetedIntake, BudgetedOutlet, ByteBudget
@@ -212,7 +212,7 @@ def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
             # under a byte budget every item is counted as it moves, so not there
             batched = auto and budgets is None
             capacity = (SMALL_ITEMS_CAPACITY // SMALL_ITEMS_BATCH if batched
-                        else SMALL_ITEMS_CAPACITY if auto else spec.capacity)
+                        else BUDGETED_CAPACITY if auto else spec.capacity)
             ch: Channel = Channel(capacity, name=f"{name}[{k}]")
             port = Port(ch, writers=len(producers), auto=auto,
                         batch=SMALL_ITEMS_BATCH if batched else 0)

@@ -291,14 +291,11 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
     recover = stage.recover
     nbytes = item_nbytes
     while True:
-        t0 = _clock()
-        try:
-            seq, items = intake.take_many()
-        except ChannelClosed:
+        taken = _take_batch(intake, st)
+        if taken is None:
             return
+        seq, items = taken
         t1 = _clock()
-        n = len(items)
-        depth = intake.depth()
         blocked = 0.0
         bytes_in = bytes_out = 0
         if kind == "map" and lane is not None:
@@ -331,16 +328,28 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
                 bytes_out += b
                 blocked += put(out, ctx)
                 st.items_out += 1
-        t2 = _clock()
-        st.starved_s += t1 - t0
-        st.busy_s += t2 - t1 - blocked
+        st.busy_s += _clock() - t1 - blocked
         st.blocked_s += blocked
-        st.takes += n
-        st.depth_sum += depth * n
-        if depth > st.depth_max:
-            st.depth_max = depth
         st.bytes_in += bytes_in
         st.bytes_out += bytes_out
+
+
+def _take_batch(intake: Intake, st: WorkerStats) -> tuple[int, list[Any]] | None:
+    """The next batch for a one-worker stage on a batched port, its wait and
+    the channel's depth counted; None at the end of the stream."""
+    t0 = _clock()
+    try:
+        seq, items = intake.take_many()
+    except ChannelClosed:
+        return None
+    n = len(items)
+    depth = intake.depth()
+    st.starved_s += _clock() - t0
+    st.takes += n
+    st.depth_sum += depth * n
+    if depth > st.depth_max:
+        st.depth_max = depth
+    return seq, items
 
 
 def _map_batch(stage: StageRun, seq: int, items: list[Any], lane: Lane,
@@ -395,26 +404,18 @@ def _collect_chain_loop(stage: StageRun, st: WorkerStats) -> None:
     plain = not stage.hooks.unwraps_collected
     nbytes = item_nbytes
     while True:
-        t0 = _clock()
-        try:
-            _, items = intake.take_many()
-        except ChannelClosed:
+        taken = _take_batch(intake, st)
+        if taken is None:
             return
+        items = taken[1]
         t1 = _clock()
-        n = len(items)
-        depth = intake.depth()
-        st.starved_s += t1 - t0
-        st.takes += n
-        st.depth_sum += depth * n
-        if depth > st.depth_max:
-            st.depth_max = depth
         for item in items:
             st.bytes_in += nbytes(item)
         if plain:
             out.extend(items)
         else:
             out.extend(finish(item) for item in items)
-        st.items_in += n
+        st.items_in += len(items)
         st.busy_s += _clock() - t1
 
 

@@ -366,3 +366,27 @@ def test_a_source_that_handed_everything_over_at_once_is_not_the_bottleneck():
     rep = g.run()
     assert rep.bottleneck_stage == "slow"
     assert rep.bottleneck.startswith("slow: 3 workers busy")
+
+
+@pytest.mark.parametrize("observer", ["stall_timeout", "progress"])
+def test_a_deadline_during_a_finished_sources_last_ship_ends_the_run(observer):
+    """The source has pulled its last item and waits to ship its open batch
+    into a full channel when the deadline strikes: its stage must still count
+    as ended, or the run's observers wait for it for ever."""
+    holding = threading.Event()
+
+    def items():
+        yield 0  # the sink is waiting: item 0 goes to it alone
+        assert holding.wait(10)
+        # then a full channel (4 batches) and a part batch left to ship at the end
+        yield from range(1, SMALL_ITEMS_CAPACITY + SMALL_ITEMS_BATCH // 2)
+
+    def hold(x):
+        holding.set()
+        fg.current_context().done.wait()
+
+    g = fg.Graph("late-ship")
+    g.source(items, name="src").sink(hold, name="hold")
+    options = {"stall_timeout": 5} if observer == "stall_timeout" else {"progress": True}
+    with pytest.raises(fg.DeadlineExceeded):
+        g.run(timeout=0.5, **options)

@@ -107,12 +107,17 @@ class StageRun:
                 last = self._alive == 0
                 if last:
                     self.ended = _clock()
-            if last and self.outlet is not None:
-                # a failed stage ships nothing more: its error must not wait
-                # for room downstream before it reaches the run
-                self.outlet.done(failed=self._failed)
-            if last and self._on_end is not None:
-                self._on_end()
+            if last:
+                try:
+                    if self.outlet is not None:
+                        # a failed stage ships nothing more: its error must not
+                        # wait for room downstream before it reaches the run
+                        self.outlet.done(failed=self._failed)
+                finally:
+                    # even when the last ship was cut short by a cancel: the
+                    # run's observers wait for every stage to have ended
+                    if self._on_end is not None:
+                        self._on_end()
 
     # -- the error policy ----------------------------------------------------------
     def apply(self, seq: int, item: Any, st: WorkerStats) -> list[Any]:

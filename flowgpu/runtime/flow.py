@@ -314,9 +314,19 @@ class Outlet:
         return above
 
     def done(self, failed: bool = False) -> None:
-        """This stage will send nothing more (``failed``: it ended by an error)."""
+        """This stage will send nothing more (``failed``: it ended by an error).
+        Every port is told, even when shipping into one of them raises (the
+        run was cancelled meanwhile); the first such error is raised after."""
+        error: BaseException | None = None
         for port, lane in zip(self.ports, self.lanes, strict=True):
-            port.writer_done(lane, self._ctx, failed)
+            try:
+                port.writer_done(lane, self._ctx, failed)
+            except BaseException as exc:
+                if error is None:
+                    error = exc
+                failed = True  # the run is ending: ship nothing more
+        if error is not None:
+            raise error
 
 
 class Intake:

@@ -267,7 +267,8 @@ def test_a_late_ship_that_finds_nothing_keeps_the_consumer_hungry():
     lambda i: {"key": i, "pixels": np.ones(SMALL_ITEM_BYTES + 1, np.uint8)},
     lambda i: bytes(SMALL_ITEM_BYTES + 1),
     lambda i: [np.ones(SMALL_ITEM_BYTES // 2, np.uint8)] * 3,
-], ids=["tuple", "dict", "bytes", "list"])
+    lambda i: [float(i)] * (SMALL_ITEM_BYTES // 8 + 1),   # a long list of Python floats
+], ids=["tuple", "dict", "bytes", "list", "floats"])
 def test_large_items_inside_containers_are_seen_as_large(make, parked):
     # held by the sink, DEFAULT_CAPACITY in the channel, one being sent
     assert _pulled_while_held(make, 60, parked) == 1 + DEFAULT_CAPACITY + 1

@@ -37,27 +37,30 @@ _MAX_LOOK = 64  # elements of a container looked at, in each of two levels
 
 def item_nbytes(item: Any, _level: int = 0) -> int:
     """About how many bytes an item holds: an array's ``nbytes`` (host or
-    device), the length of a ``bytes``/``str``, the sum over the first 64
-    elements of a tuple, list or dict (values), two levels deep; 0 for
-    anything else. Sizes batches and capacities, the byte budget and the
-    metrics. Never raises: an ``nbytes`` method, or a property that raises,
-    on a user's object must not fail the run."""
+    device), the length of a ``bytes``/``str``; for a tuple, list or dict, 8
+    bytes per element (the reference) plus what its first 64 elements (dict:
+    values) hold, scaled up to its length, two levels deep; 0 for anything
+    else. Sizes batches and capacities, the byte budget and the metrics.
+    Never raises: an ``nbytes`` method, or a property that raises, on a
+    user's object must not fail the run."""
     cls = type(item)
     if cls in _SCALARS:
         return 0
     if cls in _SIZED:
         return len(item)
     if isinstance(item, _CONTAINERS):
-        if _level >= 2:
-            return 0
         try:
+            n = len(item)
+            if _level >= 2 or not n:
+                return 8 * n
             elements = item.values() if isinstance(item, dict) else item
-            total = 0
-            for k, x in enumerate(elements):
-                if k == _MAX_LOOK:
+            held = looked = 0
+            for x in elements:
+                if looked == _MAX_LOOK:
                     break
-                total += item_nbytes(x, _level + 1)
-            return total
+                held += item_nbytes(x, _level + 1)
+                looked += 1
+            return 8 * n + (held * n // looked if looked else 0)
         except Exception:  # a user's container subclass that fails to iterate
             return 0
     try:

@@ -312,9 +312,12 @@ def test_a_batch_shipped_while_the_consumer_looks_comes_before_newer_items():
     assert port.take_batch(ctx) == ["x1"]
 
 
-def test_a_failed_producer_closes_its_port_without_waiting_for_room():
-    """Its error must reach the run at once; shipping its open batch into a
-    full channel could wait for ever on a consumer that waits for the cancel."""
+def test_a_failed_producer_leaves_its_port_without_waiting_for_room():
+    """Its error must reach the run at once: shipping its open batch into a
+    full channel could wait for ever on a consumer that waits for the cancel,
+    and closing the channel would let a consumer take the early end for an
+    error of its own. It ships nothing and closes nothing; the cancel that
+    its error brings ends the consumer."""
     from flowgpu.channel import Channel
     from flowgpu.runtime.flow import Port
 
@@ -325,8 +328,11 @@ def test_a_failed_producer_closes_its_port_without_waiting_for_room():
     lane.put(1, ctx)  # a full batch: shipped, and now the channel is full
     lane.put(2, ctx)  # waits in the open batch
     port.writer_done(lane, ctx, failed=True)  # returns: nothing to wait for
-    assert port.channel.closed
+    assert not port.channel.closed
     assert port.take_batch(ctx) == [0, 1]
+    ctx.cancel()
+    with pytest.raises(fg.Cancelled):
+        port.channel.recv(ctx=ctx)
 
 
 def test_merged_producers_ship_only_their_own_items():
@@ -391,3 +397,48 @@ def test_a_deadline_during_a_finished_sources_last_ship_ends_the_run(observer):
     options = {"stall_timeout": 5} if observer == "stall_timeout" else {"progress": True}
     with pytest.raises(fg.DeadlineExceeded):
         g.run(timeout=0.5, **options)
+
+
+@pytest.mark.parametrize("capacity", [None, 8])
+def test_zip_of_two_sources_next_to_their_merge_completes(capacity):
+    """x and y each feed the zip and the merge: x must not hold the merge's
+    port while it waits for room in the zip, which waits for y."""
+    g = fg.Graph("zip-and-merge")
+    x = g.source(range(5000), name="x")
+    y = g.source(range(5000, 10000), name="y")
+    fg.zip(x, y, capacity=capacity).collect("z")
+    x.merge(y).collect("m", capacity=capacity)
+    rep = g.run(timeout=30)
+    assert rep["z"] == list(zip(range(5000), range(5000, 10000)))
+    assert sorted(rep["m"]) == list(range(10000))
+
+
+@pytest.mark.parametrize("shape", ["broadcast", "traced"])
+def test_a_source_feeding_two_stages_stops_pulling_at_the_first_error(shape, tmp_path):
+    failed = threading.Event()
+    after: list[int] = []
+
+    def items():
+        for i in range(1000):
+            if failed.is_set():
+                after.append(i)
+            fg.current_context().done.wait(0.002)
+            yield i
+
+    def check(x):
+        if x == 20:
+            failed.set()
+            raise ValueError("boom")
+        return x
+
+    g = fg.Graph("stop-source")
+    src = g.source(items, name="src")
+    src.map(check, name="check").collect("o")
+    options = {}
+    if shape == "broadcast":
+        src.collect("all")
+    else:
+        options["trace"] = str(tmp_path / "trace.json")
+    with pytest.raises(fg.StageError):
+        g.run(timeout=60, **options)
+    assert len(after) <= 2, after

@@ -449,7 +449,10 @@ def _source_loop(stage: StageRun, st: WorkerStats) -> None:
                 index = st.items_out
             ended = True
             return
+        ctx = stage.ctx
         while True:
+            if ctx._err is not None:  # cancelled: pull nothing more
+                ctx.check()
             timing = not skip
             if timing:
                 t0 = _clock()

@@ -202,6 +202,8 @@ def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
     nodes = plan.nodes
     ports: dict[str, list[Port]] = {name: [] for name in nodes}  # producer -> consumers' ports
     intakes: dict[str, list[Intake]] = {}
+    # the ports fed by the same producers: the branches of one stream
+    branches: dict[tuple[str, ...], list[Port]] = {}
     for name, node in nodes.items():
         spec = node.spec
         needs_window = spec.ordered and spec.workers > 1 and node.kind not in ("sink", "collect")
@@ -216,12 +218,18 @@ def _wire(plan: Plan, ctx: Context, dead_letters: list[StageError],
             ch: Channel = Channel(capacity, name=f"{name}[{k}]")
             port = Port(ch, writers=len(producers), auto=auto,
                         batch=SMALL_ITEMS_BATCH if batched else 0)
+            branches.setdefault(tuple(sorted(producers)), []).append(port)
             for producer in producers:
                 ports[producer].append(port)
             window = 2 * spec.workers if needs_window else None
             stage_intakes.append(Intake(port, ctx, window) if budgets is None
                                  else BudgetedIntake(port, ctx, window, budgets))
         intakes[name] = stage_intakes
+    for group in branches.values():
+        if len(group) > 1:  # a stream used twice or more: its branches keep one order
+            lock = threading.Lock()
+            for port in group:
+                port.branch_lock = lock
     stages: dict[str, StageRun] = {}
     for name, node in nodes.items():
         outlet = None

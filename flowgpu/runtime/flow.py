@@ -117,8 +117,8 @@ class Port:
     taken leaves it as it is.
     """
 
-    __slots__ = ("channel", "_writers", "_lock", "broadcast_lock", "auto", "batched",
-                 "limit", "lanes", "hungry")
+    __slots__ = ("channel", "_writers", "_lock", "auto", "batched", "limit", "lanes",
+                 "hungry", "branch_lock")
 
     def __init__(self, channel: Channel, writers: int, auto: bool = False,
                  batch: int = 0) -> None:
@@ -135,12 +135,9 @@ class Port:
         # Guards _writers, `lanes` and taking batches out of open batches;
         # held for a few list operations, never while sending or waiting.
         self._lock = threading.Lock()
-        # Held by a broadcasting outlet while it sends one item to all its
-        # ports (see Outlet.send). Who waits: the other workers of that stage
-        # and other broadcasts into this port. Who notifies: the holder, once
-        # its sends returned or raised; its sends honour the run's context,
-        # so a cancel frees it.
-        self.broadcast_lock = threading.Lock()
+        # Shared by the ports that are branches of one stream (the same
+        # producers feed them all), when there are several; see Outlet.
+        self.branch_lock: threading.Lock | None = None
 
     def lane(self) -> Lane:
         """A new producing stage's open batch in this port."""
@@ -152,9 +149,11 @@ class Port:
     def writer_done(self, lane: Lane | None, ctx: Context | None = None,
                     failed: bool = False) -> None:
         """A producing stage has finished: it ships its open batch, and the
-        last one closes the channel. A stage that ``failed`` ships nothing:
-        its error must reach the run at once, not wait for room downstream
-        (the run is ending; its items are dropped like those in the channel)."""
+        last one closes the channel. A stage that ``failed`` ships nothing and
+        closes nothing: its error must reach the run at once, not wait for
+        room downstream, and a consumer must not take the early end for an
+        error of its own (a zip would report its inputs' lengths). The run is
+        ending: the cancel wakes the consumers, and what waited is dropped."""
         try:
             if lane is not None and not failed:
                 lane.ship(ctx)
@@ -162,7 +161,7 @@ class Port:
             with self._lock:
                 self._writers -= 1
                 last = self._writers == 0
-            if last:
+            if last and not failed:
                 self.channel.close()
 
     # -- consumer side ---------------------------------------------------------------
@@ -239,8 +238,14 @@ class Outlet:
     out, whichever worker sends it, so that every consumer sees the items in
     the same order: ``fg.zip(s.map(f), s.map(g))`` pairs ``f(x)`` with
     ``g(x)`` even when ``s`` comes from an unordered stage with several
-    workers. The ports' broadcast locks, taken in one global order, make it
-    so; a single-port outlet takes none.
+    workers, and when ``s`` is a merge of several stages. The branch locks
+    of its ports make it so: ports fed by the same producers (the branches
+    of one stream) share one, which every one of those producers holds while
+    it sends an item to all its ports (taken in one global order). A port
+    that is the only branch of its stream has none: two stages that
+    broadcast into one merged port do not wait for each other there, or
+    ``zip(x, y)`` next to ``x.merge(y)`` would deadlock (x holding the merge
+    port while it waits for the zip, which waits for y).
     """
 
     __slots__ = ("ports", "lanes", "_ctx", "_single", "single_lane", "_locks", "_auto",
@@ -258,8 +263,12 @@ class Outlet:
         self._single = one.channel if one is not None and not one.batched else None
         #: the lane, when the stage feeds one batched port
         self.single_lane = self.lanes[0] if one is not None and one.batched else None
-        self._locks = (tuple(sorted((p.broadcast_lock for p in ports), key=id))
-                       if len(ports) > 1 else ())
+        # Held while one item goes to all the ports. Who waits: the stage's
+        # other workers, and the other producers of the same streams. Who
+        # notifies: the holder, once its sends returned or raised; its sends
+        # honour the run's context, so a cancel frees it.
+        self._locks = tuple(sorted({id(p.branch_lock): p.branch_lock for p in ports
+                                    if p.branch_lock is not None}.items()))
 
     def send(self, item: Any) -> None:
         """Blocks while a consumer's port is full (backpressure); raises the
@@ -277,7 +286,7 @@ class Outlet:
         locks = self._locks
         taken = 0
         try:
-            for lock in locks:
+            for _, lock in locks:
                 lock.acquire()
                 taken += 1
             for port, lane in zip(self.ports, self.lanes, strict=True):
@@ -286,7 +295,7 @@ class Outlet:
                 else:
                     self._put(port, item)
         finally:
-            for lock in locks[:taken]:
+            for _, lock in locks[:taken]:
                 lock.release()
 
     def _put(self, port: Port, item: Any) -> None:
@@ -300,12 +309,17 @@ class Outlet:
         make few hand-offs; large ones stay few in memory."""
         n = item_nbytes(item)
         for port in self._auto:
-            if n > SMALL_ITEM_BYTES:
-                port.channel._set_capacity(DEFAULT_CAPACITY)
-                port.limit = 1 if port.batched else 0
-                port.auto = False
-            elif port.batched:
-                port.limit = max(1, min(port.limit, BATCH_BYTES // max(n, 1)))
+            # under the port's lock: another producer of a merge, or another
+            # worker, may be fitting the same port for another item
+            with port._lock:
+                if not port.auto:
+                    continue
+                if n > SMALL_ITEM_BYTES:
+                    port.channel._set_capacity(DEFAULT_CAPACITY)
+                    port.limit = 1 if port.batched else 0
+                    port.auto = False
+                elif port.batched:
+                    port.limit = max(1, min(port.limit, BATCH_BYTES // max(n, 1)))
         self._auto = [p for p in self._auto if p.auto]
         self.fit_above = self._threshold()
 

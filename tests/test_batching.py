@@ -442,3 +442,22 @@ def test_a_source_feeding_two_stages_stops_pulling_at_the_first_error(shape, tmp
     with pytest.raises(fg.StageError):
         g.run(timeout=60, **options)
     assert len(after) <= 2, after
+
+
+def test_a_batch_whose_ship_is_cancelled_goes_back_in_front():
+    """Else a later item of the same stage could be taken while the earlier
+    ones were lost: what a cancelled run collected would not be a prefix."""
+    from flowgpu.channel import Channel
+    from flowgpu.runtime.flow import Port
+
+    ctx = fg.Context()
+    port = Port(Channel(1), writers=1, auto=True, batch=2)
+    lane = port.lane()
+    lane.put(0, ctx)
+    lane.put(1, ctx)  # shipped: the channel is full
+    lane.put(2, ctx)
+    ctx.cancel()
+    with pytest.raises(fg.Cancelled):
+        lane.put(3, ctx)  # a full batch whose ship is cancelled
+    lane.open.append(4)  # another worker's next item
+    assert lane.open == [2, 3, 4]

@@ -227,7 +227,15 @@ class Lane:
                 return 0.0
             port.hungry = False  # what it waits for is on its way
         t = _clock()
-        port.channel.send(batch, ctx=ctx)
+        try:
+            port.channel.send(batch, ctx=ctx)
+        except BaseException:
+            # Cancelled on the way: put the batch back in front, so that no
+            # item of this stage reaches the consumer ahead of it (what a
+            # cancelled run collected stays a prefix, in order).
+            with port._lock:
+                self.open[:0] = batch
+            raise
         return _clock() - t
 
 
@@ -402,6 +410,9 @@ class Intake:
         """``(index of the first, items)``: the rest of the batch being handed
         out, or the next batch (one item from an unbatched port). For a stage
         with one worker and no window. Raises ChannelClosed at the end."""
+        ctx = self._ctx
+        if ctx._err is not None:  # the run is over: take nothing more
+            ctx.check()
         with self._lock:
             pending = self._pending
             if pending:

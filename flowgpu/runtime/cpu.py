@@ -329,7 +329,7 @@ def _chain_loop(stage: StageRun, st: WorkerStats) -> None:
             for out in outs:
                 b = nbytes(out)
                 if b > outlet.fit_above:
-                    outlet._fit(out)
+                    outlet._fit(b)
                 bytes_out += b
                 blocked += put(out, ctx)
                 st.items_out += 1
@@ -392,7 +392,7 @@ def _map_batch(stage: StageRun, seq: int, items: list[Any], lane: Lane,
         if type(out) not in plain:
             b = nbytes(out)
             if b > outlet.fit_above:
-                outlet._fit(out)
+                outlet._fit(b)
                 limit = port.limit
             bytes_out += b
         buf.append(out)
@@ -540,7 +540,7 @@ def _pump(stage: StageRun, st: WorkerStats, it: Any) -> None:
             if type(item) not in plain:
                 b = nbytes(item)
                 if b > outlet.fit_above:
-                    outlet._fit(item)
+                    outlet._fit(b)
                     limit = port.limit
                 bytes_out += b
             buf.append(item)

@@ -281,8 +281,10 @@ class Outlet:
     def send(self, item: Any) -> None:
         """Blocks while a consumer's port is full (backpressure); raises the
         run's Cancelled/DeadlineExceeded when the run ends."""
-        if self._auto and item_nbytes(item) > self.fit_above:
-            self._fit(item)
+        if self._auto:
+            n = item_nbytes(item)
+            if n > self.fit_above:
+                self._fit(n)
         lane = self.single_lane
         if lane is not None:
             lane.put(item, self._ctx)
@@ -309,13 +311,13 @@ class Outlet:
     def _put(self, port: Port, item: Any) -> None:
         port.channel.send(item, ctx=self._ctx)
 
-    def _fit(self, item: Any) -> None:
+    def _fit(self, n: int) -> None:
         """Ports whose capacity was not given are sized by the largest item
         seen so far: batches of at most SMALL_ITEMS_BATCH items and about
         BATCH_BYTES, and from the first item over SMALL_ITEM_BYTES no batches
         and DEFAULT_CAPACITY items, for the rest of the run. Many small items
-        make few hand-offs; large ones stay few in memory."""
-        n = item_nbytes(item)
+        make few hand-offs; large ones stay few in memory. ``n``: the bytes
+        of the item that asks (``item_nbytes``, already known to the caller)."""
         for port in self._auto:
             # under the port's lock: another producer of a merge, or another
             # worker, may be fitting the same port for another item

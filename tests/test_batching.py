@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 import pytest
-from sources import Counted
+from sources import pulled_while_sink_is_held
 
 import flowgpu as fg
 from flowgpu.graph import (
@@ -98,41 +98,13 @@ def test_a_slow_source_items_reach_the_sink_one_by_one():
     assert order == [f"{w} {i}" for i in range(20) for w in ("made", "got")]
 
 
-def _pulled_while_held(make_item, n: int, parked) -> int:
-    gate = threading.Event()
-    entered = threading.Event()
-    src = Counted(n)
-    pulled: list[int] = []
-
-    def hold(x):
-        entered.set()
-        gate.wait()
-
-    def release_when_stuck():
-        assert entered.wait(10)
-        parked.wait_for(1)  # the source, shipping into the full channel
-        pulled.append(src.pulled)
-        gate.set()
-
-    g = fg.Graph("held")
-    g.source(lambda: (make_item(i) for i in src())).sink(hold)
-    t = threading.Thread(target=release_when_stuck)
-    t.start()
-    try:
-        g.run(timeout=60)
-    finally:
-        gate.set()
-        t.join()
-    return pulled[0]
-
-
 def test_mid_sized_items_get_smaller_batches_so_bytes_stay_bounded(parked):
     size = 16 * 1024  # bytes: under the no-batching threshold, above BATCH_BYTES / 256
     per_batch = BATCH_BYTES // size
     assert per_batch < SMALL_ITEMS_BATCH
     batches = SMALL_ITEMS_CAPACITY // SMALL_ITEMS_BATCH
-    pulled = _pulled_while_held(lambda i: np.full(size, i % 256, np.uint8),
-                                (batches + 4) * per_batch, parked)
+    pulled = pulled_while_sink_is_held(lambda i: np.full(size, i % 256, np.uint8), parked,
+                                       (batches + 4) * per_batch)
     # channel full of batches, one batch being shipped, the sink's batch
     assert pulled <= (batches + 2) * per_batch + 1
     assert pulled * size <= (batches + 2) * BATCH_BYTES + size
@@ -271,7 +243,7 @@ def test_a_late_ship_that_finds_nothing_keeps_the_consumer_hungry():
 ], ids=["tuple", "dict", "bytes", "list", "floats"])
 def test_large_items_inside_containers_are_seen_as_large(make, parked):
     # held by the sink, DEFAULT_CAPACITY in the channel, one being sent
-    assert _pulled_while_held(make, 60, parked) == 1 + DEFAULT_CAPACITY + 1
+    assert pulled_while_sink_is_held(make, parked, 60) == 1 + DEFAULT_CAPACITY + 1
 
 
 class _RunsFirst:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
+from sources import pulled_while_sink_is_held
 
 import flowgpu as fg
 from flowgpu.graph import (
@@ -17,44 +16,11 @@ from flowgpu.graph import (
 )
 
 
-def _pulled_while_sink_is_held(make_item, parked, n: int = 200, **run) -> int:
-    gate = threading.Event()
-    entered = threading.Event()
-    pulled = [0]
-    seen: list[int] = []
-
-    def items():
-        for i in range(n):
-            pulled[0] += 1
-            yield make_item(i)
-
-    def hold(x):
-        entered.set()
-        gate.wait()
-
-    def release_when_stuck():
-        assert entered.wait(10)
-        parked.wait_for(1)  # the source, on its send into the full channel
-        seen.append(pulled[0])
-        gate.set()
-
-    g = fg.Graph("cap")
-    g.source(items).sink(hold)
-    t = threading.Thread(target=release_when_stuck)
-    t.start()
-    try:
-        g.run(**run)
-    finally:
-        gate.set()
-        t.join()
-    return seen[0]
-
-
 def test_small_items_get_the_large_default_in_batches(parked):
     # The channel is full (SMALL_ITEMS_CAPACITY items in full batches); the
     # source is stuck shipping the next full batch; the sink holds one item and
     # the rest of the batch it took (a single item if it took it while hungry).
-    pulled = _pulled_while_sink_is_held(int, parked, SMALL_ITEMS_CAPACITY + 4 * SMALL_ITEMS_BATCH)
+    pulled = pulled_while_sink_is_held(int, parked, SMALL_ITEMS_CAPACITY + 4 * SMALL_ITEMS_BATCH)
     assert SMALL_ITEMS_CAPACITY + SMALL_ITEMS_BATCH < pulled
     assert pulled <= SMALL_ITEMS_CAPACITY + 2 * SMALL_ITEMS_BATCH
 
@@ -65,7 +31,7 @@ def test_a_large_item_lowers_the_default_for_the_rest_of_the_run(parked):
     def make(i):
         return np.full(big, i, np.float64)
 
-    assert _pulled_while_sink_is_held(make, parked) == 1 + DEFAULT_CAPACITY + 1
+    assert pulled_while_sink_is_held(make, parked) == 1 + DEFAULT_CAPACITY + 1
 
 
 
@@ -81,5 +47,5 @@ def test_every_item_arrives_in_order_whatever_the_capacity(capacity):
 
 
 def test_under_a_byte_budget_small_items_move_one_at_a_time(parked):
-    pulled = _pulled_while_sink_is_held(int, parked, max_inflight_bytes=1 << 20)
+    pulled = pulled_while_sink_is_held(int, parked, max_inflight_bytes=1 << 20)
     assert pulled == 1 + BUDGETED_CAPACITY + 1
